@@ -1,0 +1,47 @@
+"""Command line: ``python -m bot [run | triage | eval | migrate]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Baton, the support bot.")
+    parser.add_argument("--policy", help="policy file (default: $BATON_POLICY, else the shipped one)")
+    sub = parser.add_subparsers(dest="command")
+
+    sub.add_parser("run", help="run Baton on the configured platforms (the default command)")
+
+    triage = sub.add_parser("triage", help="decide on each message of a JSON-lines file; sends nothing")
+    triage.add_argument("file", nargs="?", default="-", help="JSON lines {id, text, now?, tz?}; - for stdin")
+    triage.add_argument("--now", help="ISO-8601 'now' for resolving relative dates (default: the clock)")
+    triage.add_argument("--tz", help="IANA time zone of the customer (default: UTC)")
+
+    ev = sub.add_parser("eval", help="score the detectors on labelled JSON lines {id, text, category, source?}")
+    ev.add_argument("file", help="e.g. ../shared/eval/dev_messages.jsonl")
+    ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ev.add_argument("--misses", type=int, default=0, metavar="N",
+                    help="also list up to N rows per category that were scored wrong")
+
+    sub.add_parser("migrate", help="create or upgrade the database schema ($BATON_DATABASE_URL)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from bot import cli  # imported late so that --help stays instant
+
+    command = args.command or "run"
+    try:
+        return int(getattr(cli, command)(args))
+    except cli.UsageError as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `python -m bot triage f | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

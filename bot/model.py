@@ -1,0 +1,207 @@
+"""Platform-free domain types.
+
+Adapters translate platform events into :class:`Message`; the engine turns a message and its
+:class:`Conversation` into a :class:`Decision` and a list of :class:`Action`. Nothing here knows
+about Slack, Discord or the database.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Severity(enum.IntEnum):
+    """Ordered so that ``max()`` picks the most severe."""
+
+    low = 1
+    medium = 2
+    high = 3
+    critical = 4
+
+    @classmethod
+    def parse(cls, value: str | Severity) -> Severity:
+        return value if isinstance(value, Severity) else cls[value]
+
+    def raised(self, steps: int = 1) -> Severity:
+        return Severity(min(int(self) + steps, int(Severity.critical)))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tier(enum.StrEnum):
+    automated = "automated"
+    assisted = "assisted"
+    human = "human"
+
+
+class Role(enum.StrEnum):
+    customer = "customer"
+    staff = "staff"
+    bot = "bot"
+
+
+class ConversationState(enum.StrEnum):
+    """The lifecycle in DESIGN.md: open -> gathering -> escalated -> claimed -> resolved."""
+
+    open = "open"
+    gathering = "gathering"
+    escalated = "escalated"
+    claimed = "claimed"
+    resolved = "resolved"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Person(_Frozen):
+    id: str
+    name: str | None = None
+    role: Role = Role.customer
+    organisation: str | None = None
+    """The customer's organisation (a Slack Connect team id, a Discord guild id, ...)."""
+
+
+class Message(_Frozen):
+    """One message, normalised from any platform."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str | None
+    """The platform's thread key; ``None`` for a top-level message that starts a thread."""
+    author: Person
+    text: str
+    at: datetime
+    event_id: str
+    """The platform's own id for the event carrying this message; the inbox dedupes on it."""
+
+    @property
+    def from_customer(self) -> bool:
+        return self.author.role is Role.customer
+
+
+class Signal(_Frozen):
+    """A risk signal with the verbatim span of the customer's text that triggered it."""
+
+    kind: str
+    severity: Severity
+    evidence: str
+    rule: str
+
+    def public(self) -> dict[str, str]:
+        return {"kind": self.kind, "severity": str(self.severity), "evidence": self.evidence}
+
+
+class Details(_Frozen):
+    """Structured details gathered for a handoff (the meeting-recorder form)."""
+
+    meeting_name: str | None = None
+    date: str | None = None
+    time: str | None = None
+    timezone: str | None = None
+
+    def missing(self, fields: list[str]) -> list[str]:
+        values = self.model_dump()
+        return [f for f in fields if values.get(f) in (None, "")]
+
+
+class Decision(_Frozen):
+    """What the engine decided about one customer message, with its reasons."""
+
+    intent: str
+    confidence: float
+    tier: Tier
+    escalate: bool
+    route: str | None
+    severity: Severity
+    signals: tuple[Signal, ...] = ()
+    details: Details = Details()
+    missing: tuple[str, ...] = ()
+    reply: str | None = None
+    citations: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    """Things worth a reviewer's eye that change nothing in the policy (e.g. prompt injection)."""
+
+    def contract(self) -> dict[str, Any]:
+        """The shape printed by ``python -m bot triage`` (DESIGN.md's command-line contract)."""
+        return {
+            "intent": self.intent,
+            "confidence": round(self.confidence, 3),
+            "tier": str(self.tier),
+            "escalate": self.escalate,
+            "route": self.route,
+            "severity": str(self.severity),
+            "signals": [s.public() for s in self.signals],
+            "details": self.details.model_dump(),
+            "missing": list(self.missing),
+            "reply": self.reply,
+            "citations": list(self.citations),
+            "rules": list(self.rules),
+        }
+
+
+class Conversation(BaseModel):
+    """A conversation as the engine sees it: identity, state and what was decided so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+    customer: Person
+    state: ConversationState = ConversationState.open
+    intent: str | None = None
+    severity: Severity | None = None
+    route: str | None = None
+    details: Details = Details()
+    claimed_by: str | None = None
+    started_at: datetime
+    updated_at: datetime
+
+
+class PriorContact(_Frozen):
+    """An earlier conversation of the same customer, as the repeat-contact rule needs it."""
+
+    conversation_id: str
+    intent: str | None
+    state: ConversationState
+    started_at: datetime
+
+
+# ---- actions: what the engine asks the runtime to do; the service writes them to the outbox ----
+
+
+class Reply(_Frozen):
+    kind: Literal["reply"] = "reply"
+    text: str
+    citations: tuple[str, ...] = ()
+
+
+class AskDetails(_Frozen):
+    kind: Literal["ask_details"] = "ask_details"
+    text: str
+    fields: tuple[str, ...]
+
+
+class OpenHandoff(_Frozen):
+    kind: Literal["open_handoff"] = "open_handoff"
+    route: str
+    severity: Severity
+    reasons: tuple[str, ...]
+
+
+class MirrorToInternal(_Frozen):
+    kind: Literal["mirror"] = "mirror"
+    text: str
+
+
+Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal, Field(discriminator="kind")]

@@ -1,0 +1,335 @@
+"""The policy file: intents and tiers, signal lexicons, routes, SLA, business hours, forms, VIPs.
+
+A deployment's support lead edits this TOML file, not the code. It is validated once at start; an
+invalid file raises :class:`PolicyError` naming the file, the key and the reason. Every rule carries
+an id, and every decision lists the ids that fired.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import datetime, time, timedelta
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.model import Severity, Tier
+
+DEFAULT_POLICY = "policy.toml"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPACE = r"\s+"
+_RULE_ID = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
+
+
+class PolicyError(ValueError):
+    """An unusable policy file; the message names the file, the key and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _compile(patterns: list[str], bounded: bool = True) -> re.Pattern[str]:
+    # Whole words only unless the rule says otherwise (punctuation cues such as "!!" are not words).
+    # Case-insensitive, so lexicons are written in lower case; "(?-i:...)" scopes case back in.
+    # A space in a pattern matches any run of white space ("aren't  mine", a line break).
+    body = "|".join("(?:" + p.replace(" ", _SPACE) + ")" for p in patterns)
+    return re.compile(rf"(?<![\w'])(?:{body})(?![\w'])" if bounded else body, re.I)
+
+
+class Rule(_Strict):
+    """A lexicon rule: if any pattern matches, the rule fires with the matched span as evidence."""
+
+    id: str = Field(pattern=_RULE_ID)
+    patterns: list[str] = Field(min_length=1)
+    severity: Severity | None = None
+    """Overrides the signal's default severity for this rule."""
+    negatable: bool = True
+    """A negator just before the match in the same clause ("no refund needed") cancels it."""
+    bounded: bool = True
+    """Match whole words only; false for punctuation cues."""
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity(cls, v: Any) -> Any:
+        return _parse_severity(v)
+
+    @field_validator("patterns")
+    @classmethod
+    def _valid_regex(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
+        return patterns
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        return _compile(self.patterns, self.bounded)
+
+
+class SignalSpec(_Strict):
+    severity: Severity
+    route: str
+    escalate: bool = True
+    """False: the signal is recorded and shown, but never escalates by itself."""
+    intent: str | None = None
+    """The intent this signal points to, for the intent classifier."""
+    rules: list[Rule] = Field(min_length=1)
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity(cls, v: Any) -> Any:
+        return _parse_severity(v)
+
+
+class Cue(_Strict):
+    id: str = Field(pattern=_RULE_ID)
+    patterns: list[str] = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("patterns")
+    @classmethod
+    def _valid_regex(cls, patterns: list[str]) -> list[str]:
+        return Rule._valid_regex(patterns)
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        return _compile(self.patterns)
+
+
+class IntentSpec(_Strict):
+    description: str = ""
+    tier: Tier
+    route: str
+    autonomy: Literal["shadow", "draft", "auto"] = "draft"
+    form: str | None = None
+    cues: list[Cue] = []
+
+
+class Route(_Strict):
+    description: str = ""
+    slack: str = Field(min_length=1)
+    """A Slack user group id (S...) to mention, or a channel id (C.../G...) to post in."""
+    escalates_to: str | None = None
+    """Where an unclaimed handoff goes once its SLA has passed."""
+
+
+class BusinessHours(_Strict):
+    timezone: str
+    days: list[str] = Field(min_length=1)
+    start: time
+    end: time
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. 'America/New_York')") from None
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"unknown day(s) {bad}; use {list(WEEKDAYS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> BusinessHours:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class Form(_Strict):
+    fields: list[Literal["meeting_name", "date", "time", "timezone"]] = Field(min_length=1)
+
+
+class Customer(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: str
+    match: list[str] = Field(min_length=1)
+    """Organisation ids (Slack team ids, Discord guild ids) that belong to this customer."""
+    plan: str = "enterprise"
+    severity_boost: int = Field(default=1, ge=0, le=3)
+
+
+class Escalation(_Strict):
+    min_severity: Severity = Severity.medium
+    """A signal below this is recorded but does not escalate alone."""
+    combine: int = Field(default=2, ge=2)
+    """This many distinct low-severity cues of one kind add up to a medium signal."""
+
+    @field_validator("min_severity", mode="before")
+    @classmethod
+    def _severity(cls, v: Any) -> Any:
+        return _parse_severity(v)
+
+
+class RepeatContact(_Strict):
+    window_days: int = Field(default=7, ge=1)
+    severity: Severity = Severity.medium
+    route: str = "support"
+    intents: list[str] = []
+    """Intents whose repeat counts; an empty list means every intent but 'other'."""
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity(cls, v: Any) -> Any:
+        return _parse_severity(v)
+
+
+class Notices(_Strict):
+    handoff: str
+    ask_details: str
+
+
+class Meta(_Strict):
+    name: str
+    version: str
+
+
+class Policy(_Strict):
+    meta: Meta
+    escalation: Escalation = Escalation()
+    negation: list[str] = Field(min_length=1)
+    """Words that cancel a negatable rule when they stand just before its match, in the same clause."""
+    intents: dict[str, IntentSpec] = Field(min_length=1)
+    default_intent: str = "other"
+    signals: dict[str, SignalSpec] = Field(min_length=1)
+    routes: dict[str, Route] = Field(min_length=1)
+    sla_minutes: dict[str, int]
+    business_hours: BusinessHours
+    forms: dict[str, Form] = {}
+    customers: list[Customer] = []
+    repeat_contact: RepeatContact = RepeatContact()
+    notices: Notices
+    source: str = "<memory>"
+
+    @field_validator("sla_minutes")
+    @classmethod
+    def _sla(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = [s.name for s in Severity if s.name not in v]
+        extra = [k for k in v if k not in Severity.__members__]
+        if missing or extra:
+            raise ValueError(f"needs exactly one entry per severity {[s.name for s in Severity]}"
+                             f" (missing {missing}, unknown {extra})")
+        if any(m <= 0 for m in v.values()):
+            raise ValueError("minutes must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        problems: list[str] = []
+        for name, intent in self.intents.items():
+            if intent.route not in self.routes:
+                problems.append(f"intents.{name}.route: unknown route {intent.route!r}")
+            if intent.form and intent.form not in self.forms:
+                problems.append(f"intents.{name}.form: unknown form {intent.form!r}")
+        for kind, spec in self.signals.items():
+            if spec.route not in self.routes:
+                problems.append(f"signals.{kind}.route: unknown route {spec.route!r}")
+            if spec.intent and spec.intent not in self.intents:
+                problems.append(f"signals.{kind}.intent: unknown intent {spec.intent!r}")
+        for name, route in self.routes.items():
+            if route.escalates_to and route.escalates_to not in self.routes:
+                problems.append(f"routes.{name}.escalates_to: unknown route {route.escalates_to!r}")
+        if self.default_intent not in self.intents:
+            problems.append(f"default_intent: unknown intent {self.default_intent!r}")
+        if self.repeat_contact.route not in self.routes:
+            problems.append(f"repeat_contact.route: unknown route {self.repeat_contact.route!r}")
+        for i in self.repeat_contact.intents:
+            if i not in self.intents:
+                problems.append(f"repeat_contact.intents: unknown intent {i!r}")
+        ids = [r.id for s in self.signals.values() for r in s.rules]
+        ids += [c.id for i in self.intents.values() for c in i.cues]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            problems.append(f"rule ids must be unique; repeated: {dupes}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- derived, for the engine ----
+
+    @cached_property
+    def negation_regex(self) -> re.Pattern[str]:
+        return _compile(self.negation)
+
+    def customer_for(self, organisation: str | None) -> Customer | None:
+        if not organisation:
+            return None
+        return next((c for c in self.customers if organisation in c.match), None)
+
+    def form_fields(self, intent: str) -> list[str]:
+        spec = self.intents.get(intent)
+        if spec is None or spec.form is None:
+            return []
+        return list(self.forms[spec.form].fields)
+
+    def sla(self, severity: Severity) -> timedelta:
+        return timedelta(minutes=self.sla_minutes[severity.name])
+
+    def sla_due(self, severity: Severity, start: datetime) -> datetime:
+        """When a handoff opened at ``start`` is due, counting only business hours."""
+        hours = self.business_hours
+        zone = ZoneInfo(hours.timezone)
+        left = self.sla(severity)
+        now = start.astimezone(zone)
+        open_days = {WEEKDAYS.index(d) for d in hours.days}
+        for _ in range(366 * 2):  # bounded: at most two years of days
+            day_start = now.replace(hour=hours.start.hour, minute=hours.start.minute, second=0, microsecond=0)
+            day_end = now.replace(hour=hours.end.hour, minute=hours.end.minute, second=0, microsecond=0)
+            if now.weekday() in open_days and now < day_end:
+                begin = max(now, day_start)
+                if begin + left <= day_end:
+                    return (begin + left).astimezone(start.tzinfo)
+                left -= day_end - begin
+            next_day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            now = next_day.replace(tzinfo=zone)
+        raise PolicyError("business_hours: no open hours found within two years")
+
+
+def _parse_severity(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return Severity[v]
+        except KeyError:
+            raise ValueError(f"{v!r} is not a severity; use one of {[s.name for s in Severity]}") from None
+    return v
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load and validate a policy file; ``None`` loads the shipped default."""
+    if path is None:
+        ref = resources.files("bot.defaults").joinpath(DEFAULT_POLICY)
+        name, raw = f"<shipped>/{DEFAULT_POLICY}", ref.read_bytes()
+    else:
+        name = str(path)
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise PolicyError(f"{name}: cannot read the policy file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{name}: not valid TOML: {exc}") from None
+    data["source"] = name
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{name}: {key}: {err['msg']}")
+        raise PolicyError("\n".join(lines)) from None

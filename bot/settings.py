@@ -1,0 +1,60 @@
+"""Configuration from the environment (and a ``.env`` file in the working folder).
+
+Names follow DESIGN.md's configuration contract. An empty variable counts as unset. Secrets are
+``SecretStr``: they print as ``**********`` in logs, reprs and error messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Annotated
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore",
+                                      populate_by_name=True)
+
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    customer_channels: CsvList = Field(default_factory=list, alias="BATON_CUSTOMER_CHANNELS")
+    internal_channel: str | None = Field(default=None, alias="BATON_INTERNAL_CHANNEL")
+
+    discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
+    discord_channels: CsvList = Field(default_factory=list, alias="BATON_DISCORD_CHANNELS")
+    discord_staff_roles: CsvList = Field(default_factory=list, alias="BATON_DISCORD_STAFF_ROLES")
+    discord_api_url: str | None = Field(default=None, alias="DISCORD_API_URL")
+    discord_gateway_url: str | None = Field(default=None, alias="DISCORD_GATEWAY_URL")
+
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    model: str = Field(default="gpt-4o-mini", validation_alias=AliasChoices("BATON_MODEL", "model"))
+
+    database_url: str = Field(default="sqlite+aiosqlite:///baton.db", alias="BATON_DATABASE_URL")
+    policy: Path | None = Field(default=None, alias="BATON_POLICY")
+    knowledge: Path | None = Field(default=None, alias="BATON_KNOWLEDGE")
+    port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
+    log_level: str = Field(default="info", alias="BATON_LOG_LEVEL")
+
+    @field_validator("customer_channels", "discord_channels", "discord_staff_roles", mode="before")
+    @classmethod
+    def _csv(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, v: str) -> str:
+        """Accept the URLs people paste (postgres://, postgresql://, sqlite://) and pick the async driver."""
+        for plain, async_ in (("postgres://", "postgresql+asyncpg://"), ("postgresql://", "postgresql+asyncpg://"),
+                              ("sqlite://", "sqlite+aiosqlite://")):
+            if v.startswith(plain):
+                return async_ + v[len(plain):]
+        return v
