@@ -31,8 +31,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from bot import cli  # imported late so that --help stays instant
+    from bot import cli, logs  # imported late so that --help stays instant
 
+    logs.configure("warning" if args.command in ("triage", "eval") else "info")
     command = args.command or "run"
     try:
         return int(getattr(cli, command)(args))

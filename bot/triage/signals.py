@@ -19,6 +19,7 @@ from bot.policy import Policy, Rule
 # not reach the match ("I don't mind, but you charged me twice").
 _CLAUSE_BREAK = re.compile(r"[.;:!?,\n]|\b(?:but|however|although|though|yet)\b", re.I)
 _NEGATION_REACH = 3  # words
+_POSSESSIVES = frozenset({"my", "our", "your", "his", "her", "their"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,10 @@ def _negated(text: str, start: int, policy: Policy) -> bool:
     if breaks:
         before = before[breaks[-1].end() :]
     words = before.split()[-_NEGATION_REACH:]
-    return bool(words) and policy.negation_regex.search(" ".join(words)) is not None
+    if not words or words[-1].lower() in _POSSESSIVES:
+        # "why isn't my refund showing": the negator governs the verb, not the customer's thing.
+        return False
+    return policy.negation_regex.search(" ".join(words)) is not None
 
 
 def find_hits(text: str, policy: Policy) -> list[Hit]:

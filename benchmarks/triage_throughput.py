@@ -1,0 +1,93 @@
+"""Benchmark: `python -m bot triage` on 10,000 messages, as a whole process (start-up included).
+
+Prints messages per second and the child's peak memory. Not a test: run it by hand or in CI and
+read the numbers. The messages are generated here from templates (no dataset needed):
+
+    python benchmarks/triage_throughput.py [--messages 10000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OPENERS = ["", "Hi team, ", "Hey - ", "Hello! ", "Quick one: ", "URGENT: ", "fyi "]
+BODIES = [
+    "how do I connect my {cal} calendar?",
+    "the recording of our {meeting} from {when} is missing",
+    "you charged us twice for {n} seats this month",
+    "the notetaker didn't join my {meeting} {when}",
+    "is the app down? nobody on our team can log in",
+    "we will not be renewing, the summaries are useless",
+    "can I export notes from the {meeting} to HubSpot?",
+    "this is the third time I'm asking about the {meeting} transcript!!",
+    "please delete my account",
+    "someone logged into my account from an unknown device",
+    "what's the difference between the Pro and Business plans?",
+    "thanks, that worked perfectly",
+    "all our recordings from {when} are gone",
+    "no refund needed, just curious how annual billing works",
+    "can I talk to a real person please?",
+]
+FILL = {
+    "cal": ["Google", "Outlook", "iCloud"],
+    "meeting": ["Weekly Sync", "board meeting", "standup", "QBR with Acme", "1:1"],
+    "when": ["yesterday", "last Tuesday at 4pm", "this morning", "Nov 3 at 10:30am"],
+    "n": ["12", "40", "250"],
+}
+
+
+def make_messages(count: int, seed: int = 7) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        body = rng.choice(BODIES)
+        text = rng.choice(OPENERS) + body.format(**{k: rng.choice(v) for k, v in FILL.items()})
+        rows.append({"id": i, "text": text})
+    return rows
+
+
+def run_once(path: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one `python -m bot triage` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bot", "triage", str(path)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"triage failed: {proc.stderr}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the maximum over all waited-for children so far.
+    return elapsed, max(peak_kb, before) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "messages.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in make_messages(args.messages)) + "\n")
+        times, peaks = [], []
+        for _ in range(args.runs):
+            elapsed, peak = run_once(path)
+            times.append(elapsed)
+            peaks.append(peak)
+    median = statistics.median(times)
+    print(f"triage: {args.messages} messages, {args.runs} runs, whole process including start-up")
+    print(f"  wall seconds (median): {median:.2f}  (min {min(times):.2f}, max {max(times):.2f})")
+    print(f"  throughput (median):   {args.messages / median:,.0f} messages/s")
+    print(f"  peak memory:           {max(peaks):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

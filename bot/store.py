@@ -1,0 +1,364 @@
+"""Persistence on SQLAlchemy's async core: SQLite by default, PostgreSQL by URL, the same code.
+
+Tables: conversations, messages, decisions (with their inputs and rule ids), transitions, an outbox
+of actions, and an inbox whose unique (platform, event id) makes event dedupe hold across processes.
+The schema is owned by Alembic migrations (``bot/migrations``), applied by :meth:`Store.migrate`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bot.model import (
+    Action,
+    Conversation,
+    ConversationState,
+    Decision,
+    Details,
+    Message,
+    Person,
+    PriorContact,
+    Role,
+    Severity,
+)
+
+metadata = sa.MetaData()
+Stamp = sa.DateTime(timezone=True)
+
+conversations = sa.Table(
+    "conversations", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("platform", sa.String(32), nullable=False),
+    sa.Column("workspace", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("thread", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("customer_name", sa.String(256)),
+    sa.Column("organisation", sa.String(64)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("intent", sa.String(64)),
+    sa.Column("severity", sa.String(16)),
+    sa.Column("route", sa.String(64)),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("started_at", Stamp, nullable=False),
+    sa.Column("updated_at", Stamp, nullable=False),
+    sa.UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversation_thread"),
+    sa.Index("ix_conversations_customer", "platform", "customer_id", "started_at"),
+)
+
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("author_id", sa.String(64), nullable=False),
+    sa.Column("author_name", sa.String(256)),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("event_id", sa.String(128)),
+    sa.Column("at", Stamp, nullable=False),
+)
+
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id")),
+    sa.Column("intent", sa.String(64), nullable=False),
+    sa.Column("escalate", sa.Boolean, nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("route", sa.String(64)),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("output", sa.JSON, nullable=False),
+    sa.Column("policy_version", sa.String(64), nullable=False),
+    sa.Column("at", Stamp, nullable=False),
+)
+
+transitions = sa.Table(
+    "transitions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("cause", sa.String(256), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("at", Stamp, nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+    sa.Column("decision_id", sa.Integer, sa.ForeignKey("decisions.id")),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("key", sa.String(160), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("not_before", Stamp, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", Stamp, nullable=False),
+    sa.Column("sent_at", Stamp),
+    sa.Index("ix_outbox_due", "status", "not_before"),
+)
+
+inbox = sa.Table(
+    "inbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("platform", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("received_at", Stamp, nullable=False),
+    sa.UniqueConstraint("platform", "event_id", name="uq_inbox_event"),
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The one way Baton reads and writes its database. Safe to share across tasks."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+
+    @staticmethod
+    def describe(url: str) -> str:
+        """The URL with any password masked, for logs and messages."""
+        return make_url(url).render_as_string(hide_password=True)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        from alembic import command
+        from alembic.config import Config
+
+        def upgrade(connection: sa.Connection) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    # ---- inbox ----
+
+    async def record_event(self, platform: str, event_id: str) -> bool:
+        """True the first time an event id is seen; False for a duplicate (a retry, a second delivery)."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(inbox.insert().values(platform=platform, event_id=event_id, received_at=_now()))
+            return True
+        except IntegrityError:
+            return False
+
+    # ---- conversations ----
+
+    async def conversation_for(self, message: Message) -> tuple[Conversation, bool]:
+        """The conversation ``message`` belongs to (by its thread), opening one if needed.
+
+        Returns ``(conversation, created)``. Two processes racing to open the same thread agree on
+        one row: the unique thread key decides, and the loser reads the winner's row.
+        """
+        thread = message.thread or message.event_id
+        key = (conversations.c.platform == message.platform) & (conversations.c.workspace == message.workspace) \
+            & (conversations.c.channel == message.channel) & (conversations.c.thread == thread)
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(conversations).where(key))).mappings().first()
+            if row is not None:
+                return self._conversation(row), False
+        new_id = str(uuid.uuid4())
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(conversations.insert().values(
+                    id=new_id, platform=message.platform, workspace=message.workspace, channel=message.channel,
+                    thread=thread, customer_id=message.author.id, customer_name=message.author.name,
+                    organisation=message.author.organisation, state=ConversationState.open.value,
+                    details={}, started_at=message.at, updated_at=message.at,
+                ))
+                await conn.execute(transitions.insert().values(
+                    conversation_id=new_id, from_state=None, to_state=ConversationState.open.value,
+                    cause="first customer message", actor=message.author.id, at=_now(),
+                ))
+            created = True
+        except IntegrityError:
+            created = False
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(conversations).where(key))).mappings().one()
+        return self._conversation(row), created
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                sa.select(conversations).where(conversations.c.id == conversation_id))).mappings().first()
+        return self._conversation(row) if row is not None else None
+
+    async def prior_contacts(self, platform: str, customer_id: str, *, since: datetime,
+                             exclude: str | None = None) -> list[PriorContact]:
+        """The customer's conversations started since ``since`` (for the repeat-contact rule)."""
+        query = sa.select(conversations.c.id, conversations.c.intent, conversations.c.state,
+                          conversations.c.started_at).where(
+            (conversations.c.platform == platform) & (conversations.c.customer_id == customer_id)
+            & (conversations.c.started_at >= since))
+        if exclude is not None:
+            query = query.where(conversations.c.id != exclude)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query.order_by(conversations.c.started_at))).all()
+        return [PriorContact(conversation_id=r.id, intent=r.intent, state=ConversationState(r.state),
+                             started_at=_utc(r.started_at)) for r in rows]
+
+    async def transition(self, conversation_id: str, to: ConversationState, *, cause: str, actor: str,
+                         conn: AsyncConnection | None = None) -> None:
+        """Move a conversation to ``to``, recording who or what caused it."""
+        async def run(c: AsyncConnection) -> None:
+            current = (await c.execute(sa.select(conversations.c.state)
+                                       .where(conversations.c.id == conversation_id))).scalar_one()
+            if current == to.value:
+                return
+            await c.execute(conversations.update().where(conversations.c.id == conversation_id)
+                            .values(state=to.value, updated_at=_now()))
+            await c.execute(transitions.insert().values(conversation_id=conversation_id, from_state=current,
+                                                        to_state=to.value, cause=cause, actor=actor, at=_now()))
+        if conn is not None:
+            await run(conn)
+        else:
+            async with self.engine.begin() as c:
+                await run(c)
+
+    async def transitions_of(self, conversation_id: str) -> list[dict[str, Any]]:
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(transitions).where(transitions.c.conversation_id == conversation_id)
+                                       .order_by(transitions.c.id))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def claim(self, conversation_id: str, who: str) -> tuple[bool, str | None]:
+        """First writer wins: one conditional update. Returns ``(won, owner)``."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                conversations.update()
+                .where((conversations.c.id == conversation_id) & conversations.c.claimed_by.is_(None)
+                       & (conversations.c.state != ConversationState.resolved.value))
+                .values(claimed_by=who, state=ConversationState.claimed.value, updated_at=_now()))
+            if result.rowcount == 1:
+                await conn.execute(transitions.insert().values(
+                    conversation_id=conversation_id, from_state=ConversationState.escalated.value,
+                    to_state=ConversationState.claimed.value, cause="claimed", actor=who, at=_now()))
+                return True, who
+            owner = (await conn.execute(sa.select(conversations.c.claimed_by)
+                                        .where(conversations.c.id == conversation_id))).scalar_one_or_none()
+        return False, owner
+
+    # ---- messages and decisions ----
+
+    async def save_turn(self, conversation: Conversation, message: Message, decision: Decision,
+                        actions: Sequence[Action], *, policy_version: str) -> int:
+        """Record a customer message, the decision on it and its actions, in one transaction.
+
+        Either all of it is stored or none of it, so a crash never leaves a decision whose actions
+        were lost. Returns the decision's id.
+        """
+        inputs = {"text": message.text, "event_id": message.event_id, "state": conversation.state.value,
+                  "organisation": message.author.organisation}
+        async with self.engine.begin() as conn:
+            message_id = (await conn.execute(messages.insert().values(
+                conversation_id=conversation.id, role=message.author.role.value, author_id=message.author.id,
+                author_name=message.author.name, text=message.text, event_id=message.event_id, at=message.at,
+            ).returning(messages.c.id))).scalar_one()
+            decision_id = (await conn.execute(decisions.insert().values(
+                conversation_id=conversation.id, message_id=message_id, intent=decision.intent,
+                escalate=decision.escalate, severity=decision.severity.name, route=decision.route,
+                rules=list(decision.rules), inputs=inputs, output=decision.contract(),
+                policy_version=policy_version, at=_now(),
+            ).returning(decisions.c.id))).scalar_one()
+            update: dict[str, Any] = {"updated_at": _now(), "details": decision.details.model_dump()}
+            if conversation.intent is None or conversation.state is ConversationState.open:
+                update["intent"] = decision.intent
+            if conversation.severity is None or decision.severity > conversation.severity:
+                update["severity"] = decision.severity.name
+            if decision.route:
+                update["route"] = decision.route
+            await conn.execute(conversations.update().where(conversations.c.id == conversation.id).values(**update))
+            for index, action in enumerate(actions):
+                await conn.execute(outbox.insert().values(
+                    conversation_id=conversation.id, decision_id=decision_id, kind=action.kind,
+                    payload=action.model_dump(mode="json"), key=f"{decision_id}:{index}:{action.kind}",
+                    status="pending", attempts=0, not_before=_now(), created_at=_now(),
+                ))
+            if decision.escalate and conversation.state in (ConversationState.open, ConversationState.gathering):
+                await self.transition(conversation.id, ConversationState.escalated, conn=conn,
+                                      cause="escalated: " + ", ".join(decision.rules)[:240], actor="baton")
+            elif decision.missing and conversation.state is ConversationState.open:
+                await self.transition(conversation.id, ConversationState.gathering, conn=conn,
+                                      cause="asking for " + ", ".join(decision.missing), actor="baton")
+        return decision_id
+
+    async def decisions_of(self, conversation_id: str) -> list[dict[str, Any]]:
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(decisions).where(decisions.c.conversation_id == conversation_id)
+                                       .order_by(decisions.c.id))).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ---- outbox ----
+
+    async def due_actions(self, limit: int = 50, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Pending actions whose time has come, oldest first. On PostgreSQL the rows are locked
+        (``FOR UPDATE SKIP LOCKED``) for the caller's transaction, so workers never share one."""
+        now = now or _now()
+        query = (sa.select(outbox).where((outbox.c.status == "pending") & (outbox.c.not_before <= now))
+                 .order_by(outbox.c.id).limit(limit).with_for_update(skip_locked=True))
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def mark_sent(self, action_id: int) -> bool:
+        """Mark an action delivered; False if it was already (so it is never sent twice)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(outbox.update().where((outbox.c.id == action_id) & (outbox.c.status == "pending"))
+                                        .values(status="sent", sent_at=_now(), attempts=outbox.c.attempts + 1))
+        return result.rowcount == 1
+
+    async def mark_failed(self, action_id: int, error: str, *, retry_at: datetime | None) -> None:
+        """Record a failed attempt; ``retry_at=None`` gives up (status ``failed``, kept for review)."""
+        values: dict[str, Any] = {"attempts": outbox.c.attempts + 1, "last_error": error[:2000]}
+        if retry_at is None:
+            values["status"] = "failed"
+        else:
+            values["not_before"] = retry_at
+        async with self.engine.begin() as conn:
+            await conn.execute(outbox.update().where(outbox.c.id == action_id).values(**values))
+
+    # ---- rows to models ----
+
+    @staticmethod
+    def _conversation(row: Any) -> Conversation:
+        return Conversation(
+            id=row["id"], platform=row["platform"], workspace=row["workspace"], channel=row["channel"],
+            thread=row["thread"],
+            customer=Person(id=row["customer_id"], name=row["customer_name"], role=Role.customer,
+                            organisation=row["organisation"]),
+            state=ConversationState(row["state"]), intent=row["intent"],
+            severity=Severity[row["severity"]] if row["severity"] else None, route=row["route"],
+            details=Details(**(row["details"] or {})), claimed_by=row["claimed_by"],
+            started_at=_utc(row["started_at"]), updated_at=_utc(row["updated_at"]),
+        )

@@ -1,0 +1,128 @@
+"""The store on SQLite and on a real PostgreSQL server: same code, same tests."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from bot.model import ConversationState, Message, Person, Role
+from bot.service import Service
+from bot.store import metadata, outbox
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+def msg(text: str, *, event: str, thread: str | None = None, user: str = "U0CUST", role: Role = Role.customer,
+        at: datetime = NOW) -> Message:
+    return Message(platform="slack", workspace="T0HOME", channel="C0SHARED", thread=thread,
+                   author=Person(id=user, name="Dana", role=role, organisation="T0CUSTOMER"), text=text, at=at,
+                   event_id=event)
+
+
+async def test_migrations_match_the_models_and_rerun_cleanly(store):
+    await store.migrate()  # a second run is a no-op
+
+    def diff(connection: sa.Connection) -> list:
+        return compare_metadata(MigrationContext.configure(connection), metadata)
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_inbox_dedupes_event_ids(store):
+    assert await store.record_event("slack", "Ev1") is True
+    assert await store.record_event("slack", "Ev1") is False
+    assert await store.record_event("discord", "Ev1") is True
+
+
+async def test_racing_openers_of_one_thread_agree_on_one_conversation(store):
+    results = await asyncio.gather(*(store.conversation_for(msg("hi", event=f"E{i}", thread="171.1"))
+                                     for i in range(8)))
+    assert len({c.id for c, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
+async def test_two_claims_at_once_have_exactly_one_owner(store):
+    conversation, _ = await store.conversation_for(msg("help", event="E1"))
+    await store.transition(conversation.id, ConversationState.escalated, cause="test", actor="baton")
+    results = await asyncio.gather(store.claim(conversation.id, "U0ALICE"), store.claim(conversation.id, "U0BOB"))
+    winners = [who for won, who in results if won]
+    assert len(winners) == 1
+    owners = {owner for _, owner in results}
+    assert owners == {winners[0]}
+    stored = await store.get_conversation(conversation.id)
+    assert stored.state is ConversationState.claimed and stored.claimed_by == winners[0]
+
+
+async def test_a_turn_stores_decision_inputs_rules_and_outbox_atomically(store, engine):
+    service = Service(engine, store)
+    outcome = await service.handle(msg("You charged us twice! unacceptable", event="E1"))
+    assert outcome.decision.escalate
+    conversation = await store.get_conversation(outcome.conversation.id)
+    assert conversation.state is ConversationState.escalated and conversation.route == "billing"
+    (decision,) = await store.decisions_of(conversation.id)
+    assert decision["inputs"]["text"] == "You charged us twice! unacceptable"
+    assert "billing.wrong_charge" in decision["rules"]
+    assert decision["output"]["signals"][0]["evidence"] == "charged us twice"
+    due = await store.due_actions()
+    assert [a["kind"] for a in due] == ["open_handoff", "reply"]
+    states = [t["to_state"] for t in await store.transitions_of(conversation.id)]
+    assert states == ["open", "escalated"]
+
+
+async def test_an_action_is_marked_sent_once(store, engine):
+    await Service(engine, store).handle(msg("You charged us twice", event="E1"))
+    first = (await store.due_actions())[0]
+    assert await store.mark_sent(first["id"]) is True
+    assert await store.mark_sent(first["id"]) is False
+    assert first["id"] not in [a["id"] for a in await store.due_actions()]
+
+
+async def test_failed_actions_wait_for_their_retry_time(store, engine):
+    await Service(engine, store).handle(msg("You charged us twice", event="E1"))
+    action = (await store.due_actions())[0]
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    await store.mark_failed(action["id"], "HTTP 429", retry_at=later)
+    assert action["id"] not in [a["id"] for a in await store.due_actions()]
+    assert action["id"] in [a["id"] for a in await store.due_actions(now=later + timedelta(seconds=1))]
+    async with store.engine.begin() as conn:
+        row = (await conn.execute(sa.select(outbox).where(outbox.c.id == action["id"]))).mappings().one()
+    assert row["attempts"] == 1 and row["last_error"] == "HTTP 429"
+
+
+async def test_duplicate_event_is_answered_once(store, engine):
+    service = Service(engine, store)
+    first = await service.handle(msg("You charged us twice", event="E1"))
+    again = await service.handle(msg("You charged us twice", event="E1"))
+    assert not first.duplicate and again.duplicate
+    assert len(await store.due_actions()) == 2
+
+
+async def test_second_contact_on_the_same_topic_within_a_week_escalates(store, engine):
+    service = Service(engine, store)
+    first = await service.handle(msg("The notetaker didn't join my sales call", event="E1", thread="100.1"))
+    assert not first.decision.escalate
+    second = await service.handle(msg("The notetaker didn't join my sales call again", event="E2", thread="200.1",
+                                      at=NOW + timedelta(days=2)))
+    assert second.decision.escalate
+    assert any(r.startswith("repeat_contact.") for r in second.decision.rules)
+
+
+async def test_staff_reply_in_the_thread_takes_over(store, engine):
+    service = Service(engine, store)
+    first = await service.handle(msg("The notetaker didn't join", event="E1", thread="100.1"))
+    await service.handle(msg("I'm on it", event="E2", thread="100.1", user="U0STAFF", role=Role.staff))
+    conversation = await store.get_conversation(first.conversation.id)
+    assert conversation.state is ConversationState.claimed and conversation.claimed_by == "U0STAFF"
+    later = await service.handle(msg("thanks! also how do I connect outlook?", event="E3", thread="100.1"))
+    assert later.decision.reply is None
+    assert [a.kind for a in later.actions] == ["mirror"]
+
+
+async def test_prior_contacts_are_stored_in_utc(store):
+    conversation, _ = await store.conversation_for(msg("hi", event="E1"))
+    (prior,) = await store.prior_contacts("slack", "U0CUST", since=NOW - timedelta(days=1))
+    assert prior.conversation_id == conversation.id
+    assert prior.started_at == NOW
