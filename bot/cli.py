@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,7 +72,7 @@ def triage(args: argparse.Namespace) -> int:
     """DESIGN.md's contract: one JSON line out per line in, in order; sends nothing."""
     engine = Engine(_policy(args, _settings()))
     try:
-        default_zone = _zone(args.tz) if args.tz else timezone.utc
+        default_zone = _zone(args.tz) if args.tz else UTC
         default_now = datetime.fromisoformat(args.now) if args.now else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None

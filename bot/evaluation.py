@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.model import Decision
+from bot.model import Decision, Severity
 
 CALM = ("simple_question", "other")
 
@@ -32,6 +32,8 @@ class Cell:
     n: int = 0
     escalated: int = 0
     right_kind: int = 0
+    high_risk: int = 0
+    """Rows with any signal of severity high or critical."""
 
     def rate(self, count: int) -> float:
         return count / self.n if self.n else 0.0
@@ -45,14 +47,15 @@ class Report:
     def add(self, row: LabelledRow, decision: Decision) -> None:
         kind = row.category.split(":", 1)[1] if row.category.startswith("escalate:") else None
         right = kind is not None and any(s.kind == kind for s in decision.signals)
-        keys: list[tuple[dict, object]] = [(self.by_category, row.category)]
+        high_risk = any(s.severity >= Severity.high for s in decision.signals)
+        cells = [self.by_category.setdefault(row.category, Cell())]
         if row.source:
-            keys.append((self.by_source, (row.category, source_group(row.source))))
-        for table, key in keys:
-            cell = table.setdefault(key, Cell())
+            cells.append(self.by_source.setdefault((row.category, source_group(row.source)), Cell()))
+        for cell in cells:
             cell.n += 1
             cell.escalated += decision.escalate
             cell.right_kind += right
+            cell.high_risk += high_risk
 
     @property
     def calm(self) -> Cell:
@@ -62,6 +65,7 @@ class Report:
             if cell:
                 total.n += cell.n
                 total.escalated += cell.escalated
+                total.high_risk += cell.high_risk
         return total
 
     def as_dict(self) -> dict[str, object]:
@@ -72,6 +76,7 @@ class Report:
             "categories": {k: cell(v) for k, v in sorted(self.by_category.items())},
             "sources": {f"{k[0]} | {k[1]}": cell(v) for k, v in sorted(self.by_source.items())},
             "calm_false_alarm_rate": round(self.calm.rate(self.calm.escalated), 4),
+            "calm_high_risk_signal_rate": round(self.calm.rate(self.calm.high_risk), 4),
         }
 
     def lines(self, *, by_source: bool = True) -> Iterable[str]:
@@ -80,7 +85,10 @@ class Report:
             right = f"{c.rate(c.right_kind):>11.3f}" if category.startswith("escalate:") else f"{'-':>11}"
             yield f"{category:<24} {c.n:>5} {c.rate(c.escalated):>10.3f} {right}"
         calm = self.calm
-        yield f"false alarms on calm rows ({', '.join(CALM)}): {calm.escalated}/{calm.n} = {calm.rate(calm.escalated):.3f}"
+        calm_rows = ", ".join(CALM)
+        yield f"false alarms on calm rows ({calm_rows}): {calm.escalated}/{calm.n} = {calm.rate(calm.escalated):.3f}"
+        yield (f"calm rows with a high-risk signal (high or critical): {calm.high_risk}/{calm.n}"
+               f" = {calm.rate(calm.high_risk):.3f}")
         if by_source and self.by_source:
             yield ""
             yield f"{'category | source':<50} {'n':>5} {'escalated':>10} {'right kind':>11}"

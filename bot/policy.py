@@ -13,10 +13,10 @@ from datetime import datetime, time, timedelta
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.model import Severity, Tier
 
@@ -24,6 +24,28 @@ DEFAULT_POLICY = "policy.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPACE = r"\s+"
 _RULE_ID = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
+
+
+def _parse_severity(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return Severity[v]
+        except KeyError:
+            raise ValueError(f"{v!r} is not a severity; use one of {[s.name for s in Severity]}") from None
+    return v
+
+
+SeverityName = Annotated[Severity, BeforeValidator(_parse_severity)]
+"""A severity written by name in the file ("high")."""
+
+
+def _check_patterns(patterns: list[str]) -> list[str]:
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
+    return patterns
 
 
 class PolicyError(ValueError):
@@ -47,27 +69,14 @@ class Rule(_Strict):
 
     id: str = Field(pattern=_RULE_ID)
     patterns: list[str] = Field(min_length=1)
-    severity: Severity | None = None
+    severity: SeverityName | None = None
     """Overrides the signal's default severity for this rule."""
     negatable: bool = True
     """A negator just before the match in the same clause ("no refund needed") cancels it."""
     bounded: bool = True
     """Match whole words only; false for punctuation cues."""
 
-    @field_validator("severity", mode="before")
-    @classmethod
-    def _severity(cls, v: Any) -> Any:
-        return _parse_severity(v)
-
-    @field_validator("patterns")
-    @classmethod
-    def _valid_regex(cls, patterns: list[str]) -> list[str]:
-        for p in patterns:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
-        return patterns
+    _patterns = field_validator("patterns")(_check_patterns)
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
@@ -75,7 +84,7 @@ class Rule(_Strict):
 
 
 class SignalSpec(_Strict):
-    severity: Severity
+    severity: SeverityName
     route: str
     escalate: bool = True
     """False: the signal is recorded and shown, but never escalates by itself."""
@@ -83,21 +92,13 @@ class SignalSpec(_Strict):
     """The intent this signal points to, for the intent classifier."""
     rules: list[Rule] = Field(min_length=1)
 
-    @field_validator("severity", mode="before")
-    @classmethod
-    def _severity(cls, v: Any) -> Any:
-        return _parse_severity(v)
-
 
 class Cue(_Strict):
     id: str = Field(pattern=_RULE_ID)
     patterns: list[str] = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0)
 
-    @field_validator("patterns")
-    @classmethod
-    def _valid_regex(cls, patterns: list[str]) -> list[str]:
-        return Rule._valid_regex(patterns)
+    _patterns = field_validator("patterns")(_check_patterns)
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
@@ -165,28 +166,18 @@ class Customer(_Strict):
 
 
 class Escalation(_Strict):
-    min_severity: Severity = Severity.medium
+    min_severity: SeverityName = Severity.medium
     """A signal below this is recorded but does not escalate alone."""
     combine: int = Field(default=2, ge=2)
     """This many distinct low-severity cues of one kind add up to a medium signal."""
 
-    @field_validator("min_severity", mode="before")
-    @classmethod
-    def _severity(cls, v: Any) -> Any:
-        return _parse_severity(v)
-
 
 class RepeatContact(_Strict):
     window_days: int = Field(default=7, ge=1)
-    severity: Severity = Severity.medium
+    severity: SeverityName = Severity.medium
     route: str = "support"
     intents: list[str] = []
     """Intents whose repeat counts; an empty list means every intent but 'other'."""
-
-    @field_validator("severity", mode="before")
-    @classmethod
-    def _severity(cls, v: Any) -> Any:
-        return _parse_severity(v)
 
 
 class Notices(_Strict):
@@ -298,15 +289,6 @@ class Policy(_Strict):
             next_day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             now = next_day.replace(tzinfo=zone)
         raise PolicyError("business_hours: no open hours found within two years")
-
-
-def _parse_severity(v: Any) -> Any:
-    if isinstance(v, str):
-        try:
-            return Severity[v]
-        except KeyError:
-            raise ValueError(f"{v!r} is not a severity; use one of {[s.name for s in Severity]}") from None
-    return v
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

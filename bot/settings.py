@@ -7,10 +7,10 @@ Names follow DESIGN.md's configuration contract. An empty variable counts as uns
 from __future__ import annotations
 
 from pathlib import Path
-
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CsvList = Annotated[list[str], NoDecode]
 
@@ -34,7 +34,7 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
-    model: str = Field(default="gpt-4o-mini", validation_alias=AliasChoices("BATON_MODEL", "model"))
+    model: str = Field(default="gpt-4o-mini", alias="BATON_MODEL")
 
     database_url: str = Field(default="sqlite+aiosqlite:///baton.db", alias="BATON_DATABASE_URL")
     policy: Path | None = Field(default=None, alias="BATON_POLICY")

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.schema import SchemaItem
 
 from bot.model import (
     Action,
@@ -33,6 +34,18 @@ from bot.model import (
 
 metadata = sa.MetaData()
 Stamp = sa.DateTime(timezone=True)
+
+
+
+def _of_conversation(name: str, *columns: SchemaItem) -> sa.Table:
+    """A table whose rows belong to one conversation: an integer id and an indexed conversation_id."""
+    return sa.Table(
+        name, metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+        *columns,
+    )
+
 
 conversations = sa.Table(
     "conversations", metadata,
@@ -56,10 +69,8 @@ conversations = sa.Table(
     sa.Index("ix_conversations_customer", "platform", "customer_id", "started_at"),
 )
 
-messages = sa.Table(
-    "messages", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+messages = _of_conversation(
+    "messages",
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("author_id", sa.String(64), nullable=False),
     sa.Column("author_name", sa.String(256)),
@@ -68,10 +79,8 @@ messages = sa.Table(
     sa.Column("at", Stamp, nullable=False),
 )
 
-decisions = sa.Table(
-    "decisions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+decisions = _of_conversation(
+    "decisions",
     sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id")),
     sa.Column("intent", sa.String(64), nullable=False),
     sa.Column("escalate", sa.Boolean, nullable=False),
@@ -84,10 +93,8 @@ decisions = sa.Table(
     sa.Column("at", Stamp, nullable=False),
 )
 
-transitions = sa.Table(
-    "transitions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+transitions = _of_conversation(
+    "transitions",
     sa.Column("from_state", sa.String(16)),
     sa.Column("to_state", sa.String(16), nullable=False),
     sa.Column("cause", sa.String(256), nullable=False),
@@ -95,10 +102,8 @@ transitions = sa.Table(
     sa.Column("at", Stamp, nullable=False),
 )
 
-outbox = sa.Table(
-    "outbox", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
+outbox = _of_conversation(
+    "outbox",
     sa.Column("decision_id", sa.Integer, sa.ForeignKey("decisions.id")),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
@@ -255,6 +260,8 @@ class Store:
     async def claim(self, conversation_id: str, who: str) -> tuple[bool, str | None]:
         """First writer wins: one conditional update. Returns ``(won, owner)``."""
         async with self.engine.begin() as conn:
+            before = (await conn.execute(sa.select(conversations.c.state)
+                                         .where(conversations.c.id == conversation_id))).scalar_one_or_none()
             result = await conn.execute(
                 conversations.update()
                 .where((conversations.c.id == conversation_id) & conversations.c.claimed_by.is_(None)
@@ -262,7 +269,7 @@ class Store:
                 .values(claimed_by=who, state=ConversationState.claimed.value, updated_at=_now()))
             if result.rowcount == 1:
                 await conn.execute(transitions.insert().values(
-                    conversation_id=conversation_id, from_state=ConversationState.escalated.value,
+                    conversation_id=conversation_id, from_state=before,
                     to_state=ConversationState.claimed.value, cause="claimed", actor=who, at=_now()))
                 return True, who
             owner = (await conn.execute(sa.select(conversations.c.claimed_by)
@@ -311,7 +318,7 @@ class Store:
             elif decision.missing and conversation.state is ConversationState.open:
                 await self.transition(conversation.id, ConversationState.gathering, conn=conn,
                                       cause="asking for " + ", ".join(decision.missing), actor="baton")
-        return decision_id
+        return int(decision_id)
 
     async def decisions_of(self, conversation_id: str) -> list[dict[str, Any]]:
         async with self.engine.begin() as conn:
@@ -334,8 +341,9 @@ class Store:
     async def mark_sent(self, action_id: int) -> bool:
         """Mark an action delivered; False if it was already (so it is never sent twice)."""
         async with self.engine.begin() as conn:
-            result = await conn.execute(outbox.update().where((outbox.c.id == action_id) & (outbox.c.status == "pending"))
-                                        .values(status="sent", sent_at=_now(), attempts=outbox.c.attempts + 1))
+            result = await conn.execute(
+                outbox.update().where((outbox.c.id == action_id) & (outbox.c.status == "pending"))
+                .values(status="sent", sent_at=_now(), attempts=outbox.c.attempts + 1))
         return result.rowcount == 1
 
     async def mark_failed(self, action_id: int, error: str, *, retry_at: datetime | None) -> None:

@@ -83,6 +83,7 @@ def test_eval_reports_rates_per_category(tmp_path):
     assert report["categories"]["escalate:billing"] == {"n": 1, "escalation_rate": 1.0, "right_kind_rate": 1.0}
     assert report["categories"]["other"]["escalation_rate"] == 1.0
     assert report["calm_false_alarm_rate"] == 0.5
+    assert report["calm_high_risk_signal_rate"] == 0.5
 
 
 def test_run_without_platforms_says_what_to_do_instead():
@@ -125,3 +126,4 @@ def test_dev_escalation_recall_meets_the_bar(dev_report, category, bar):
 
 def test_dev_false_alarms_on_calm_rows_stay_under_five_percent(dev_report):
     assert dev_report["calm_false_alarm_rate"] <= 0.05
+    assert dev_report["calm_high_risk_signal_rate"] <= 0.05

@@ -32,7 +32,8 @@ def test_a_copy_of_the_shipped_file_loads_from_a_path(tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("tier = 'assisted'\nroute = 'billing'", "tier = 'assisted'\nroute = 'nowhere'"), "intents.billing.route: unknown route 'nowhere'"),
+        (("tier = 'assisted'\nroute = 'billing'", "tier = 'assisted'\nroute = 'nowhere'"),
+         "intents.billing.route: unknown route 'nowhere'"),
         (("critical = 15", "critical = -5"), "sla_minutes"),
         (("timezone = 'America/New_York'", "timezone = 'Mars/Olympus'"), "business_hours.timezone"),
         (("min_severity = 'medium'", "min_severity = 'urgent'"), "escalation.min_severity"),
