@@ -10,14 +10,14 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bot.engine import Engine
 from bot.evaluation import CALM, LabelledRow, Report
 from bot.jsonl import open_input, read_models
-from bot.policy import Policy, PolicyError, load_policy
+from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
 
 
@@ -39,13 +39,6 @@ def _policy(args: argparse.Namespace, settings: Settings) -> Policy:
         raise UsageError(f"invalid policy:\n{exc}") from None
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not an IANA time zone") from None
-
-
 class TriageInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -58,7 +51,7 @@ class TriageInput(BaseModel):
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
         if v is not None:
-            _zone(v)
+            zone(v)
         return v
 
 
@@ -72,7 +65,7 @@ def triage(args: argparse.Namespace) -> int:
     """DESIGN.md's contract: one JSON line out per line in, in order; sends nothing."""
     engine = Engine(_policy(args, _settings()))
     try:
-        default_zone = _zone(args.tz) if args.tz else UTC
+        default_zone = zone(args.tz) if args.tz else UTC
         default_now = datetime.fromisoformat(args.now) if args.now else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -82,10 +75,10 @@ def triage(args: argparse.Namespace) -> int:
             if row is None:
                 out.write(json.dumps({"id": raw_id, "error": error}) + "\n")
                 continue
-            zone = ZoneInfo(row.tz) if row.tz else default_zone
-            now = row.now or default_now or datetime.now(zone)
+            line_zone = ZoneInfo(row.tz) if row.tz else default_zone
+            now = row.now or default_now or datetime.now(line_zone)
             if now.tzinfo is None:
-                now = now.replace(tzinfo=zone)
+                now = now.replace(tzinfo=line_zone)
             decision = engine.triage(row.text, now=now)
             out.write(json.dumps({"id": row.id, **decision.contract()}, ensure_ascii=False) + "\n")
     return 0

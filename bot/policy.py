@@ -48,6 +48,14 @@ def _check_patterns(patterns: list[str]) -> list[str]:
     return patterns
 
 
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; ValueError with a readable message if there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. 'America/New_York')") from None
+
+
 class PolicyError(ValueError):
     """An unusable policy file; the message names the file, the key and the reason."""
 
@@ -131,10 +139,7 @@ class BusinessHours(_Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not an IANA time zone (e.g. 'America/New_York')") from None
+        zone(v)
         return v
 
     @field_validator("days")
