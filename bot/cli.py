@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from bot.engine import Engine
 from bot.evaluation import CALM, LabelledRow, Report
 from bot.jsonl import open_input, read_models
+from bot.knowledge import KnowledgeBase, KnowledgeError
 from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
 
@@ -37,6 +38,18 @@ def _policy(args: argparse.Namespace, settings: Settings) -> Policy:
         return load_policy(args.policy or settings.policy)
     except PolicyError as exc:
         raise UsageError(f"invalid policy:\n{exc}") from None
+
+
+def _engine(args: argparse.Namespace, settings: Settings, *, knowledge: bool = True) -> Engine:
+    """The engine with the configured policy and (unless ``knowledge=False``) help center."""
+    policy = _policy(args, settings)
+    if not knowledge:
+        return Engine(policy)
+    folder = getattr(args, "knowledge", None) or settings.knowledge
+    try:
+        return Engine(policy, KnowledgeBase.load(folder, policy.knowledge))
+    except KnowledgeError as exc:
+        raise UsageError(f"invalid help center: {exc}") from None
 
 
 class TriageInput(BaseModel):
@@ -63,7 +76,7 @@ def _open(name: str) -> AbstractContextManager[IO[str]]:
 
 def triage(args: argparse.Namespace) -> int:
     """DESIGN.md's contract: one JSON line out per line in, in order; sends nothing."""
-    engine = Engine(_policy(args, _settings()))
+    engine = _engine(args, _settings())
     try:
         default_zone = zone(args.tz) if args.tz else UTC
         default_now = datetime.fromisoformat(args.now) if args.now else None
@@ -79,13 +92,15 @@ def triage(args: argparse.Namespace) -> int:
             now = row.now or default_now or datetime.now(line_zone)
             if now.tzinfo is None:
                 now = now.replace(tzinfo=line_zone)
-            decision = engine.triage(row.text, now=now)
+            decision = engine.triage(row.text, now=now, zone=row.tz or args.tz)
             out.write(json.dumps({"id": row.id, **decision.contract()}, ensure_ascii=False) + "\n")
     return 0
 
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
-    engine = Engine(_policy(args, _settings()))
+    # Scores the risk detectors: a question the help center cannot answer is handed to a person too,
+    # but that is not a risk escalation, so the help center is left out here.
+    engine = _engine(args, _settings(), knowledge=False)
     report = Report()
     misses: dict[str, list[str]] = {}
     errors = 0

@@ -8,16 +8,22 @@ nothing in the customer's text can switch a rule off.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from bot.details import DetailExtractor
+from bot.guard import Guard
+from bot.knowledge import KnowledgeBase
 from bot.model import (
     Action,
     AskDetails,
+    Awaiting,
     Conversation,
     ConversationState,
     Decision,
     Details,
+    Hold,
     Message,
     MirrorToInternal,
     OpenHandoff,
@@ -30,19 +36,16 @@ from bot.model import (
 from bot.policy import Policy
 from bot.triage import classify, detect
 
-FIELD_LABELS = {
-    "meeting_name": "the meeting's name",
-    "date": "the date of the meeting",
-    "time": "the time it started",
-    "timezone": "your time zone",
-}
+_YES = re.compile(r"^\W*(?:yes|yeah|yep|yup|y|correct|right|exactly|sure|confirmed?|that.?s (?:right|correct|it)|"
+                  r"looks (?:good|right)|all good|perfect|affirmative|👍|✅)\b", re.I)
+_NO = re.compile(r"^\W*(?:no|nope|nah|not (?:quite|really|right)|wrong|incorrect|actually)\b", re.I)
+_QUESTION = re.compile(r"\?|^\s*(?:how|what|when|where|which|why|who|can|could|does|do|is|are|will|would)\b", re.I)
 
-
-def _join(items: Sequence[str]) -> str:
+def _join(items: Sequence[str], last: str = " and ") -> str:
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
+    return ", ".join(items[:-1]) + last + items[-1]
 
 
 def _humanise(minutes: int) -> str:
@@ -56,8 +59,11 @@ def _humanise(minutes: int) -> str:
 class Engine:
     """Decides what to do with one customer message. Construct once per policy; thread-safe."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, knowledge: KnowledgeBase | None = None) -> None:
         self.policy = policy
+        self.knowledge = knowledge
+        self.extractor = DetailExtractor(policy)
+        self.guard = Guard(policy, knowledge.urls if knowledge is not None else ())
 
     # ---- the pure decision ----
 
@@ -68,31 +74,85 @@ class Engine:
         organisation: str | None = None,
         prior: Sequence[PriorContact] = (),
         now: datetime | None = None,
+        zone: str | None = None,
         details: Details | None = None,
         floor: Severity | None = None,
+        intent: str | None = None,
+        asked: tuple[str, ...] = (),
+        customer_name: str | None = None,
+        previous: str | None = None,
+        guard: bool = True,
     ) -> Decision:
-        """Decide on ``text``; ``prior`` are the customer's earlier contacts (for repeat contact),
-        ``floor`` the severity the conversation already reached (it never goes down)."""
+        """Decide on ``text``.
+
+        ``prior`` are the customer's earlier contacts (for repeat contact); ``zone`` the customer's
+        time zone when known; ``details`` what was gathered so far; ``floor`` the severity the
+        conversation already reached (it never goes down); ``intent`` the conversation's intent while
+        a form is being filled in; ``asked`` the fields the bot's last question asked for;
+        ``customer_name`` and ``previous`` (the bot's last message) are for the pre-send guard, which
+        ``guard=False`` leaves to the caller.
+        """
         policy = self.policy
         signals, rules = detect(text, policy)
-        intent = classify(text, signals, policy)
-        rules += intent.cues
+        result = classify(text, signals, policy)
+        rules += result.cues
+        intent_name, confidence = result.intent, result.confidence
+        if intent and policy.form_of(intent) and policy.intents[intent_name].tier is not Tier.human:
+            intent_name = intent  # an answer to the bot's question belongs to the form being filled in
 
-        repeat = self._repeat_contact(text, intent.intent, prior, now)
+        repeat = self._repeat_contact(text, intent_name, prior, now)
         if repeat is not None:
             signals.append(repeat)
             rules.append(repeat.rule)
 
         escalating = [s for s in signals if self._escalates(s)]
-        intent_spec = policy.intents[intent.intent]
+        intent_spec = policy.intents[intent_name]
         escalate = bool(escalating)
         if intent_spec.tier is Tier.human:
             escalate = True
-            rules.append(f"tier.{intent.intent}.human")
+            rules.append(f"tier.{intent_name}.human")
 
         severity = max((s.severity for s in escalating), default=Severity.low)
         if floor is not None and floor > severity:
             severity = floor
+
+        # Details: read what this message gives, keep what earlier ones gave.
+        fields = policy.form_fields(intent_name)
+        details = details or Details()
+        if fields:
+            moment = now or datetime.now(UTC)
+            found = self.extractor.extract(text, fields, now=moment, asked=asked,
+                                           default_zone=zone or policy.business_hours.timezone)
+            details = details.merged(found.details)
+            if zone and "timezone" in fields and not details.timezone:
+                details = details.merged(Details(timezone=zone))
+        missing = details.missing(fields)
+
+        reply: str | None = None
+        citations: tuple[str, ...] = ()
+        awaiting: Awaiting | None = None
+        if not escalate and intent_spec.answers and self.knowledge is not None:
+            answer = self.knowledge.answer(text)
+            if answer is not None:
+                reply = policy.notices.answer.format(passage=answer.text, title=answer.article.title,
+                                                     url=answer.article.url)
+                citations = (answer.article.url,)
+                rules.append(f"knowledge.{answer.article.id}")
+                confidence = min(confidence, answer.confidence) if intent_name == policy.default_intent \
+                    else confidence
+            elif intent_name != policy.default_intent or _QUESTION.search(text):
+                escalate = True
+                rules.append("knowledge.no_answer")
+        if not escalate and fields and not missing:
+            form = policy.form_of(intent_name)
+            assert form is not None
+            if form.confirm:
+                reply = self.confirm(details, fields)
+                awaiting = "confirm"
+            else:
+                escalate = True
+                rules.append(f"form.{intent_spec.form}.complete")
+
         customer = policy.customer_for(organisation)
         if customer is not None and escalate and customer.severity_boost:
             severity = severity.raised(customer.severity_boost)
@@ -105,19 +165,18 @@ class Engine:
             route = self._route(escalating, intent_spec.route)
             rules.append(f"route.{route}")
 
-        tier = Tier.human if escalate else intent_spec.tier
-        details = details or Details()
-        missing = details.missing(policy.form_fields(intent.intent))
-        reply: str | None = None
         if escalate:
-            reply = self.handoff_notice(severity)
+            reply = self.no_answer(severity) if "knowledge.no_answer" in rules else self.handoff_notice(severity)
+            citations = ()
+            awaiting = None
         elif missing:
             reply = self.ask_for(missing)
+            awaiting = "details"
 
-        return Decision(
-            intent=intent.intent,
-            confidence=intent.confidence,
-            tier=tier,
+        decision = Decision(
+            intent=intent_name,
+            confidence=confidence,
+            tier=Tier.human if escalate else intent_spec.tier,
             escalate=escalate,
             route=route,
             severity=severity,
@@ -125,26 +184,34 @@ class Engine:
             details=details,
             missing=tuple(missing),
             reply=reply,
+            citations=citations,
             rules=tuple(dict.fromkeys(rules)),
             flags=tuple(s.kind for s in signals if s.kind in policy.signals and not policy.signals[s.kind].escalate),
+            awaiting=awaiting,
         )
+        return self._guarded(decision, customer_name=customer_name, previous=previous) if guard else decision
 
     def decide(
         self, conversation: Conversation, message: Message, *, prior: Sequence[PriorContact] = ()
     ) -> tuple[Decision, list[Action]]:
         """The decision on a customer's new message in ``conversation``, and the actions it needs."""
         state = conversation.state
+        owned = state in (ConversationState.escalated, ConversationState.claimed)
+        form_intent = conversation.intent if state is ConversationState.gathering else None
         decision = self.triage(
             message.text,
             organisation=message.author.organisation,
             prior=prior,
             now=message.at,
+            zone=message.author.timezone or conversation.customer.timezone,
             details=conversation.details,
-            floor=conversation.severity if state in (ConversationState.escalated, ConversationState.claimed)
-            else None,
+            floor=conversation.severity if owned else None,
+            intent=form_intent,
+            asked=conversation.asked if conversation.awaiting == "details" else (),
+            guard=False,
         )
         actions: list[Action] = []
-        if state in (ConversationState.escalated, ConversationState.claimed):
+        if owned:
             # A human owns (or is about to own) this conversation: the bot is silent to the
             # customer and only keeps the internal thread current.
             actions.append(MirrorToInternal(text=message.text))
@@ -152,17 +219,74 @@ class Engine:
             if higher:
                 actions.append(OpenHandoff(route=decision.route or conversation.route or "support",
                                            severity=decision.severity, reasons=decision.rules))
-            return decision.model_copy(update={"reply": None}), actions
+            return decision.model_copy(update={"reply": None, "citations": (), "awaiting": None}), actions
+
+        if conversation.awaiting in ("confirm", "correction") and not decision.escalate:
+            decision = self._after_confirmation(conversation, message, decision)
+        decision = self._guarded(decision, customer_name=conversation.customer.name, previous=conversation.last_reply)
+
         if decision.escalate:
             assert decision.route is not None
             actions.append(OpenHandoff(route=decision.route, severity=decision.severity, reasons=decision.rules))
-            if decision.reply:
-                actions.append(Reply(text=decision.reply))
-        elif decision.missing and decision.reply:
-            actions.append(AskDetails(text=decision.reply, fields=decision.missing))
-        elif decision.reply:
-            actions.append(Reply(text=decision.reply, citations=decision.citations))
+        if decision.reply:
+            if decision.awaiting == "details":
+                actions.append(AskDetails(text=decision.reply, fields=decision.missing))
+            else:
+                actions.append(Reply(text=decision.reply, citations=decision.citations))
+        for problem in decision.held:
+            actions.append(Hold(text=problem[0], problems=problem[1]))
         return decision, actions
+
+    def _after_confirmation(self, conversation: Conversation, message: Message, decision: Decision) -> Decision:
+        """The customer's answer to "…: is that right?" (or to "which part should I correct?")."""
+        fields = self.policy.form_fields(decision.intent)
+        changed = decision.details != conversation.details
+        if decision.missing or changed or not fields:
+            return decision  # new or corrected values: the decision already reads them back again
+        if conversation.awaiting == "confirm" and _YES.search(message.text):
+            form = self.policy.intents[decision.intent].form
+            severity = max(decision.severity, self.policy.escalation.min_severity)
+            route = self.policy.intents[decision.intent].route
+            rules = (*decision.rules, f"form.{form}.confirmed", f"route.{route}")
+            return decision.model_copy(update={
+                "escalate": True, "tier": Tier.human, "route": route, "severity": severity, "rules": rules,
+                "reply": self.handoff_notice(severity), "awaiting": None})
+        if _NO.search(message.text):
+            labels = _join([self.policy.field(f).label for f in fields], last=" or ")
+            reply = self.policy.notices.correct_details.format(fields=labels)
+            awaiting: Awaiting = "correction"
+        else:
+            reply = "Just to check: " + self.confirm(decision.details, fields) + " (yes or no)"
+            awaiting = "confirm"
+        return decision.model_copy(update={"reply": reply, "awaiting": awaiting})
+
+    def _guarded(self, decision: Decision, *, customer_name: str | None, previous: str | None) -> Decision:
+        """Run the pre-send guard on the decision's reply. A failing reply is held for review and
+        the conversation goes to a person, with the handoff notice instead (if that passes)."""
+        if decision.reply is None:
+            return decision
+        problems = self.guard.check(decision.reply, customer_name=customer_name, previous=previous)
+        if not problems:
+            return decision
+        held = ((decision.reply, tuple(str(p) for p in problems)),)
+        severity = max(decision.severity, self.policy.escalation.min_severity)
+        route = decision.route or self.policy.intents[decision.intent].route
+        rules = (*decision.rules, *dict.fromkeys(f"guard.{p.kind}" for p in problems), f"route.{route}")
+        notice: str | None = self.handoff_notice(severity)
+        if notice == decision.reply or self.guard.check(notice or "", customer_name=customer_name,
+                                                         previous=previous):
+            notice = None
+        return decision.model_copy(update={
+            "escalate": True, "tier": Tier.human, "route": route, "severity": severity,
+            "rules": tuple(dict.fromkeys(rules)), "reply": notice, "citations": (), "awaiting": None,
+            "held": decision.held + held})
+
+    def confirm(self, details: Details, fields: Sequence[str]) -> str:
+        return self.policy.notices.confirm_details.format(summary=self.extractor.summary(details, list(fields)))
+
+    def no_answer(self, severity: Severity) -> str:
+        return self.policy.notices.no_answer.format(sla=_humanise(self.policy.sla_minutes[severity.name]),
+                                                    hours=self._hours_text())
 
     # ---- parts ----
 
@@ -202,7 +326,7 @@ class Engine:
         )
 
     def ask_for(self, missing: Sequence[str]) -> str:
-        return self.policy.notices.ask_details.format(fields=_join([FIELD_LABELS.get(f, f) for f in missing]))
+        return self.policy.notices.ask_details.format(fields=_join([self.policy.field(f).label for f in missing]))
 
     def _hours_text(self) -> str:
         h = self.policy.business_hours

@@ -65,6 +65,8 @@ class Person(_Frozen):
     role: Role = Role.customer
     organisation: str | None = None
     """The customer's organisation (a Slack Connect team id, a Discord guild id, ...)."""
+    timezone: str | None = None
+    """The person's IANA time zone when the platform knows it (a Slack profile's ``tz``)."""
 
 
 class Message(_Frozen):
@@ -98,8 +100,11 @@ class Signal(_Frozen):
         return {"kind": self.kind, "severity": str(self.severity), "evidence": self.evidence}
 
 
-class Details(_Frozen):
-    """Structured details gathered for a handoff (the meeting-recorder form)."""
+class Details(BaseModel):
+    """Structured details gathered for a handoff. The meeting-recorder fields are typed; fields a
+    policy declares for its own forms are kept as extra string attributes."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     meeting_name: str | None = None
     date: str | None = None
@@ -109,6 +114,15 @@ class Details(_Frozen):
     def missing(self, fields: list[str]) -> list[str]:
         values = self.model_dump()
         return [f for f in fields if values.get(f) in (None, "")]
+
+    def merged(self, newer: Details) -> Details:
+        """These details with every field ``newer`` has filled in taken from it."""
+        values = self.model_dump()
+        values.update({k: v for k, v in newer.model_dump().items() if v not in (None, "")})
+        return Details(**values)
+
+
+Awaiting = Literal["details", "confirm", "correction"]
 
 
 class Decision(_Frozen):
@@ -128,6 +142,10 @@ class Decision(_Frozen):
     rules: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     """Things worth a reviewer's eye that change nothing in the policy (e.g. prompt injection)."""
+    awaiting: Awaiting | None = None
+    """What the bot's reply waits for: missing details, a yes/no on the details read back, a correction."""
+    held: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Replies the pre-send guard stopped, each with its problems; never sent, kept for review."""
 
     def contract(self) -> dict[str, Any]:
         """The shape printed by ``python -m bot triage`` (DESIGN.md's command-line contract)."""
@@ -164,6 +182,11 @@ class Conversation(BaseModel):
     route: str | None = None
     details: Details = Details()
     claimed_by: str | None = None
+    awaiting: Awaiting | None = None
+    asked: tuple[str, ...] = ()
+    """The fields the bot's last question asked for."""
+    last_reply: str | None = None
+    """The bot's previous message to the customer (the guard refuses to send it twice)."""
     started_at: datetime
     updated_at: datetime
 
@@ -204,4 +227,13 @@ class MirrorToInternal(_Frozen):
     text: str
 
 
-Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal, Field(discriminator="kind")]
+class Hold(_Frozen):
+    """A customer message the pre-send guard stopped: stored for review, never sent."""
+
+    kind: Literal["hold"] = "hold"
+    text: str
+    problems: tuple[str, ...]
+
+
+Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal | Hold, Field(discriminator="kind")]
+CUSTOMER_FACING = ("reply", "ask_details")

@@ -92,6 +92,8 @@ class Rule(_Strict):
 
 
 class SignalSpec(_Strict):
+    description: str = ""
+    """The signal in a few words, for the handoff brief's "why now"."""
     severity: SeverityName
     route: str
     escalate: bool = True
@@ -119,6 +121,8 @@ class IntentSpec(_Strict):
     route: str
     autonomy: Literal["shadow", "draft", "auto"] = "draft"
     form: str | None = None
+    answers: bool = False
+    """Answer from the help center; a question it does not cover goes to a person."""
     cues: list[Cue] = []
 
 
@@ -128,6 +132,8 @@ class Route(_Strict):
     """A Slack user group id (S...) to mention, or a channel id (C.../G...) to post in."""
     escalates_to: str | None = None
     """Where an unclaimed handoff goes once its SLA has passed."""
+    next_step: str = "Read the brief, reply to the customer in the thread, and claim the conversation."
+    """The suggested next step printed on the handoff brief."""
 
 
 class BusinessHours(_Strict):
@@ -157,8 +163,55 @@ class BusinessHours(_Strict):
         return self
 
 
+FieldKind = Literal["name", "date", "time", "timezone", "pattern"]
+
+
+class FieldSpec(_Strict):
+    """One detail a form can gather. ``kind`` says how it is read from the customer's words:
+    ``name`` a quoted or capitalised name, ``date``/``time`` through the date parser (in the
+    customer's time zone), ``timezone`` a zone name or abbreviation, ``pattern`` a regex of your own."""
+
+    kind: FieldKind
+    label: str
+    """How the bot names the field when it asks for it ("the meeting's name")."""
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _pattern(self) -> FieldSpec:
+        if self.kind == "pattern":
+            if not self.pattern:
+                raise ValueError("a field of kind 'pattern' needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"bad pattern: {exc}") from None
+        return self
+
+
+DEFAULT_FIELDS = {
+    "meeting_name": FieldSpec(kind="name", label="the meeting's name"),
+    "date": FieldSpec(kind="date", label="the date of the meeting"),
+    "time": FieldSpec(kind="time", label="the time it started"),
+    "timezone": FieldSpec(kind="timezone", label="your time zone"),
+}
+
+
 class Form(_Strict):
-    fields: list[Literal["meeting_name", "date", "time", "timezone"]] = Field(min_length=1)
+    fields: list[str] = Field(min_length=1)
+    confirm: bool = True
+    """Read the gathered details back to the customer and route only once they say it is right."""
+
+
+class Knowledge(_Strict):
+    min_score: float = Field(default=0.45, ge=0, le=1)
+    """How much of the question an article must cover (0-1) before the bot answers from it."""
+    max_sentences: int = Field(default=3, ge=1, le=10)
+
+
+class Guard(_Strict):
+    internal_names: list[str] = []
+    """Staff names the customer must never see in a bot message (e.g. who is on call)."""
+    internal_markers: list[str] = ["internal note", "internal only", "do not share", "rule id", "[internal]"]
 
 
 class Customer(_Strict):
@@ -188,6 +241,11 @@ class RepeatContact(_Strict):
 class Notices(_Strict):
     handoff: str
     ask_details: str
+    confirm_details: str = "{summary}: is that right?"
+    correct_details: str = "Sorry about that. Which part should I correct: {fields}?"
+    no_answer: str = ("I don't want to guess on this one, so I'm getting a person from our team to answer. "
+                      "Expect a reply within {sla} during business hours ({hours}).")
+    answer: str = "{passage}\n\nMore in \"{title}\": {url}"
 
 
 class Meta(_Strict):
@@ -206,7 +264,11 @@ class Policy(_Strict):
     routes: dict[str, Route] = Field(min_length=1)
     sla_minutes: dict[str, int]
     business_hours: BusinessHours
+    fields: dict[str, FieldSpec] = {}
+    """Fields forms can gather, beyond the built-in meeting_name, date, time and timezone."""
     forms: dict[str, Form] = {}
+    knowledge: Knowledge = Knowledge()
+    guard: Guard = Guard()
     customers: list[Customer] = []
     repeat_contact: RepeatContact = RepeatContact()
     notices: Notices
@@ -232,6 +294,10 @@ class Policy(_Strict):
                 problems.append(f"intents.{name}.route: unknown route {intent.route!r}")
             if intent.form and intent.form not in self.forms:
                 problems.append(f"intents.{name}.form: unknown form {intent.form!r}")
+        for name, form in self.forms.items():
+            for f in form.fields:
+                if f not in self.fields and f not in DEFAULT_FIELDS:
+                    problems.append(f"forms.{name}.fields: unknown field {f!r} (declare it under [fields.{f}])")
         for kind, spec in self.signals.items():
             if spec.route not in self.routes:
                 problems.append(f"signals.{kind}.route: unknown route {spec.route!r}")
@@ -266,6 +332,13 @@ class Policy(_Strict):
         if not organisation:
             return None
         return next((c for c in self.customers if organisation in c.match), None)
+
+    def field(self, name: str) -> FieldSpec:
+        return self.fields.get(name) or DEFAULT_FIELDS[name]
+
+    def form_of(self, intent: str | None) -> Form | None:
+        spec = self.intents.get(intent) if intent else None
+        return self.forms[spec.form] if spec is not None and spec.form else None
 
     def form_fields(self, intent: str) -> list[str]:
         spec = self.intents.get(intent)

@@ -7,11 +7,12 @@ action is written, in the same transaction as the decision that made it, before 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from bot.engine import Engine
+from bot.handoff import Brief, Line, build_brief
 from bot.model import Action, Conversation, ConversationState, Decision, Message, Role
 from bot.store import Store
 
@@ -26,6 +27,8 @@ class Outcome:
     conversation: Conversation | None = None
     decision: Decision | None = None
     actions: list[Action] = field(default_factory=list)
+    brief: Brief | None = None
+    """The continuity brief, when this message opened (or raised) a handoff."""
 
 
 class Service:
@@ -48,6 +51,7 @@ class Service:
         bound = bound.bind(conversation_id=conversation.id)
 
         if message.author.role is not Role.customer:
+            await self.store.record_message(conversation.id, message)
             # A member of the company replying in the customer's thread has taken over.
             if message.author.role is Role.staff and conversation.state is not ConversationState.claimed:
                 won, _owner = await self.store.claim(conversation.id, message.author.id)
@@ -62,4 +66,15 @@ class Service:
                                    policy_version=self.engine.policy.meta.version)
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),
                    route=decision.route, rules=list(decision.rules), created=created)
-        return Outcome(conversation=conversation, decision=decision, actions=actions)
+        for action in actions:
+            if action.kind == "hold":
+                bound.warning("reply_held_by_guard", problems=list(action.problems))
+        brief = None
+        if any(a.kind == "open_handoff" for a in actions):
+            brief = await self.brief(conversation, decision, opened_at=message.at)
+        return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief)
+
+    async def brief(self, conversation: Conversation, decision: Decision, *, opened_at: datetime) -> Brief:
+        lines = [Line(role=Role(r["role"]), author=r["author_name"] or r["author_id"], text=r["text"], at=r["at"])
+                 for r in await self.store.transcript(conversation.id)]
+        return build_brief(self.engine.policy, conversation, decision, lines, opened_at=opened_at)

@@ -20,14 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.schema import SchemaItem
 
 from bot.model import (
+    CUSTOMER_FACING,
     Action,
+    AskDetails,
     Conversation,
     ConversationState,
     Decision,
     Details,
+    Hold,
     Message,
     Person,
     PriorContact,
+    Reply,
     Role,
     Severity,
 )
@@ -63,6 +67,10 @@ conversations = sa.Table(
     sa.Column("route", sa.String(64)),
     sa.Column("details", sa.JSON, nullable=False),
     sa.Column("claimed_by", sa.String(64)),
+    sa.Column("customer_timezone", sa.String(64)),
+    sa.Column("awaiting", sa.String(16)),
+    sa.Column("asked", sa.JSON, nullable=False, server_default="[]"),
+    sa.Column("last_reply", sa.Text),
     sa.Column("started_at", Stamp, nullable=False),
     sa.Column("updated_at", Stamp, nullable=False),
     sa.UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversation_thread"),
@@ -199,7 +207,8 @@ class Store:
                 await conn.execute(conversations.insert().values(
                     id=new_id, platform=message.platform, workspace=message.workspace, channel=message.channel,
                     thread=thread, customer_id=message.author.id, customer_name=message.author.name,
-                    organisation=message.author.organisation, state=ConversationState.open.value,
+                    organisation=message.author.organisation, customer_timezone=message.author.timezone,
+                    state=ConversationState.open.value,
                     details={}, started_at=message.at, updated_at=message.at,
                 ))
                 await conn.execute(transitions.insert().values(
@@ -298,7 +307,18 @@ class Store:
                 rules=list(decision.rules), inputs=inputs, output=decision.contract(),
                 policy_version=policy_version, at=_now(),
             ).returning(decisions.c.id))).scalar_one()
-            update: dict[str, Any] = {"updated_at": _now(), "details": decision.details.model_dump()}
+            update: dict[str, Any] = {"updated_at": _now(), "details": decision.details.model_dump(),
+                                      "awaiting": decision.awaiting,
+                                      "asked": list(decision.missing) if decision.awaiting == "details" else []}
+            said = [a for a in actions if a.kind in CUSTOMER_FACING]
+            for action in said:
+                assert isinstance(action, Reply | AskDetails)
+                await conn.execute(messages.insert().values(
+                    conversation_id=conversation.id, role=Role.bot.value, author_id="baton", author_name="Baton",
+                    text=action.text, event_id=None, at=message.at))
+                update["last_reply"] = action.text
+            if message.author.timezone:
+                update["customer_timezone"] = message.author.timezone
             if conversation.intent is None or conversation.state is ConversationState.open:
                 update["intent"] = decision.intent
             if conversation.severity is None or decision.severity > conversation.severity:
@@ -310,15 +330,40 @@ class Store:
                 await conn.execute(outbox.insert().values(
                     conversation_id=conversation.id, decision_id=decision_id, kind=action.kind,
                     payload=action.model_dump(mode="json"), key=f"{decision_id}:{index}:{action.kind}",
-                    status="pending", attempts=0, not_before=_now(), created_at=_now(),
+                    status="held" if action.kind == "hold" else "pending", attempts=0, not_before=_now(),
+                    created_at=_now(), last_error="; ".join(action.problems) if isinstance(action, Hold) else None,
                 ))
             if decision.escalate and conversation.state in (ConversationState.open, ConversationState.gathering):
                 await self.transition(conversation.id, ConversationState.escalated, conn=conn,
                                       cause="escalated: " + ", ".join(decision.rules)[:240], actor="baton")
-            elif decision.missing and conversation.state is ConversationState.open:
+            elif decision.awaiting and conversation.state is ConversationState.open:
+                what = ", ".join(decision.missing) if decision.missing else "confirmation of the details"
                 await self.transition(conversation.id, ConversationState.gathering, conn=conn,
-                                      cause="asking for " + ", ".join(decision.missing), actor="baton")
+                                      cause="asking for " + what, actor="baton")
         return int(decision_id)
+
+    async def record_message(self, conversation_id: str, message: Message) -> None:
+        """Keep a message that needs no decision (a staff reply in the customer's thread)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(messages.insert().values(
+                conversation_id=conversation_id, role=message.author.role.value, author_id=message.author.id,
+                author_name=message.author.name, text=message.text, event_id=message.event_id, at=message.at))
+
+    async def transcript(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every message of the conversation, oldest first: customer, staff and the bot's own."""
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(messages).where(messages.c.conversation_id == conversation_id)
+                                       .order_by(messages.c.at, messages.c.id))).mappings().all()
+        return [dict(r, at=_utc(r["at"])) for r in rows]
+
+    async def held_actions(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """Messages the pre-send guard stopped, for review."""
+        query = sa.select(outbox).where(outbox.c.status == "held")
+        if conversation_id is not None:
+            query = query.where(outbox.c.conversation_id == conversation_id)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query.order_by(outbox.c.id))).mappings().all()
+        return [dict(r) for r in rows]
 
     async def decisions_of(self, conversation_id: str) -> list[dict[str, Any]]:
         async with self.engine.begin() as conn:
@@ -364,9 +409,10 @@ class Store:
             id=row["id"], platform=row["platform"], workspace=row["workspace"], channel=row["channel"],
             thread=row["thread"],
             customer=Person(id=row["customer_id"], name=row["customer_name"], role=Role.customer,
-                            organisation=row["organisation"]),
+                            organisation=row["organisation"], timezone=row["customer_timezone"]),
             state=ConversationState(row["state"]), intent=row["intent"],
             severity=Severity[row["severity"]] if row["severity"] else None, route=row["route"],
             details=Details(**(row["details"] or {})), claimed_by=row["claimed_by"],
+            awaiting=row["awaiting"], asked=tuple(row["asked"] or ()), last_reply=row["last_reply"],
             started_at=_utc(row["started_at"]), updated_at=_utc(row["updated_at"]),
         )

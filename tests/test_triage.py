@@ -95,8 +95,9 @@ def test_intents(engine, text, intent):
 def test_meeting_issue_asks_only_for_missing_details(engine):
     decision = engine.triage("The recording of our Weekly Sync is missing")
     assert not decision.escalate
-    assert decision.missing == ("meeting_name", "date", "time", "timezone")
-    assert decision.reply and "time zone" in decision.reply
+    assert decision.details.meeting_name == "Weekly Sync"
+    assert decision.missing == ("date", "time", "timezone")
+    assert decision.reply and "time zone" in decision.reply and "name" not in decision.reply
 
 
 def test_every_decision_lists_the_rules_that_fired(engine):
