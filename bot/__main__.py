@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot [run | triage | eval | migrate]``."""
+"""Command line: ``python -m bot [run | triage | replay | eval | migrate]``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", help="policy file (default: $BATON_POLICY, else the shipped one)")
     sub = parser.add_subparsers(dest="command")
 
-    sub.add_parser("run", help="run Baton on the configured platforms (the default command)")
+    parser.add_argument("--knowledge", help="help-center folder (default: $BATON_KNOWLEDGE, else the shipped one)")
+    parser.add_argument("--tz", dest="tz", help=argparse.SUPPRESS)
+    run = sub.add_parser("run", help="run Baton on the configured platforms; with none configured, the terminal "
+                                     "playground (the default command)")
+    run.add_argument("--tz", help="your IANA time zone in the playground (default: Baton asks)")
+
+    rp = sub.add_parser("replay", help="shadow mode: what Baton would have done in past conversations")
+    rp.add_argument("file", help='JSON lines {"id", "messages": [{"role", "text", "at"?}], "outcome"?}; - for stdin')
+    rp.add_argument("--json", action="store_true", help="one JSON line per conversation, then a summary line")
 
     triage = sub.add_parser("triage", help="decide on each message of a JSON-lines file; sends nothing")
     triage.add_argument("file", nargs="?", default="-", help="JSON lines {id, text, now?, tz?}; - for stdin")
@@ -33,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from bot import cli, logs  # imported late so that --help stays instant
 
-    logs.configure("warning" if args.command in ("triage", "eval") else "info")
+    logs.configure("warning" if args.command in (None, "run", "triage", "eval", "replay") else "info")
     command = args.command or "run"
     try:
         return int(getattr(cli, command)(args))

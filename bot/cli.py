@@ -7,12 +7,12 @@ import asyncio
 import json
 import sys
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.engine import Engine
 from bot.evaluation import CALM, LabelledRow, Report
@@ -146,9 +146,154 @@ def migrate(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     settings = _settings()
-    _policy(args, settings)  # fail fast on a bad policy
+    engine = _engine(args, settings)  # fail fast on a bad policy or help center
     if settings.slack_bot_token or settings.discord_token:
         raise UsageError("the Slack and Discord adapters are not built yet (issues #4 and #5); "
-                         "unset SLACK_BOT_TOKEN / DISCORD_TOKEN, or try `python -m bot triage examples/messages.jsonl`")
-    raise UsageError("the terminal playground is not built yet (issue #3); meanwhile "
-                     "`python -m bot triage examples/messages.jsonl` shows what Baton decides for each message")
+                         "unset SLACK_BOT_TOKEN / DISCORD_TOKEN to talk to Baton in the terminal playground")
+    from bot import logs
+
+    logs.configure(settings.log_level if settings.log_level != "info" else "warning")
+    return asyncio.run(_playground(engine, settings, timezone=args.tz))
+
+
+async def _playground(engine: Engine, settings: Settings, *, timezone: str | None) -> int:
+    from adapters.console import Console
+    from bot.service import Service
+    from bot.store import Store
+
+    store = Store(settings.database_url)
+    try:
+        try:
+            await store.migrate()
+        except Exception as exc:  # an unreachable or unwritable database: say which, not a traceback
+            raise UsageError(f"cannot open the database {Store.describe(settings.database_url)}: {exc}") from None
+        console = Console(Service(engine, store), sys.stdin, sys.stdout, timezone=timezone)
+        return await console.run()
+    finally:
+        await store.close()
+
+
+class ReplayMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["customer", "agent"]
+    text: str
+    at: datetime | None = None
+
+
+class ReplayOutcome(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    escalated: bool
+    route: str | None = None
+
+
+class ReplayConversation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: Any = None
+    messages: list[ReplayMessage] = Field(min_length=1)
+    outcome: ReplayOutcome | None = None
+
+
+def replay(args: argparse.Namespace) -> int:
+    """Shadow mode: what Baton would have done at each turn of past conversations, and how that
+    compares with what the humans did. Uses a throwaway SQLite store; sends nothing."""
+    engine = _engine(args, _settings())
+    with _open(args.file) as stream:
+        rows = list(read_models(stream, ReplayConversation))
+    return asyncio.run(_replay(engine, rows, as_json=args.json))
+
+
+async def _replay(engine: Engine, rows: list[Any], *, as_json: bool) -> int:
+    import tempfile
+
+    from bot.model import Message, Person, Role
+    from bot.service import Service
+    from bot.store import Store
+
+    tally = {"conversations": 0, "with_outcome": 0, "agree": 0, "missed_escalations": 0, "extra_escalations": 0,
+             "same_route": 0, "different_route": 0, "bad_lines": 0}
+    with tempfile.TemporaryDirectory(prefix="baton-replay-") as folder:
+        store = Store(f"sqlite+aiosqlite:///{folder}/replay.db")
+        await store.migrate()
+        service = Service(engine, store)
+        try:
+            for number, convo, error, _raw in rows:
+                if convo is None:
+                    tally["bad_lines"] += 1
+                    print(f"line {number}: skipped: {error}", file=sys.stderr)
+                    continue
+                tally["conversations"] += 1
+                start = datetime.now(UTC)
+                escalated_at: int | None = None
+                route: str | None = None
+                turns = []
+                for index, msg in enumerate(convo.messages):
+                    role = Role.customer if msg.role == "customer" else Role.staff
+                    author = Person(id="customer" if role is Role.customer else "agent", role=role)
+                    at = msg.at or start + timedelta(minutes=index)
+                    if at.tzinfo is None:
+                        at = at.replace(tzinfo=UTC)
+                    outcome = await service.handle(Message(
+                        platform="replay", workspace="replay", channel="replay", thread=f"{number}",
+                        author=author, text=msg.text, at=at, event_id=f"{number}:{index}"))
+                    decision = outcome.decision
+                    turn: dict[str, Any] = {"turn": index + 1, "role": msg.role}
+                    if decision is not None:
+                        if decision.escalate and escalated_at is None:
+                            escalated_at, route = index + 1, decision.route
+                        turn.update(intent=decision.intent, escalate=decision.escalate, route=decision.route,
+                                    severity=str(decision.severity), reply=decision.reply,
+                                    rules=list(decision.rules), held=[h[0] for h in decision.held])
+                    turns.append(turn)
+                verdict: dict[str, Any] = {"escalated": escalated_at is not None, "escalated_at_turn": escalated_at,
+                                           "route": route}
+                if convo.outcome is not None:
+                    tally["with_outcome"] += 1
+                    human = convo.outcome
+                    verdict["human"] = human.model_dump()
+                    if human.escalated and escalated_at is None:
+                        tally["missed_escalations"] += 1
+                        verdict["agreement"] = "missed escalation"
+                    elif not human.escalated and escalated_at is not None:
+                        tally["extra_escalations"] += 1
+                        verdict["agreement"] = "extra escalation"
+                    else:
+                        tally["agree"] += 1
+                        verdict["agreement"] = "agree"
+                        if human.escalated and human.route:
+                            same = human.route == route
+                            tally["same_route" if same else "different_route"] += 1
+                            verdict["agreement"] = "agree, same route" if same else f"agree, but routed to {route}"
+                _print_replay(convo.id, turns, verdict, as_json=as_json)
+        finally:
+            await store.close()
+    if as_json:
+        print(json.dumps({"summary": tally}))
+    else:
+        print("\nsummary: " + ", ".join(f"{k}={v}" for k, v in tally.items()))
+    return 0
+
+
+def _print_replay(conversation_id: Any, turns: list[dict[str, Any]], verdict: dict[str, Any], *,
+                  as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"id": conversation_id, "turns": turns, **verdict}, ensure_ascii=False))
+        return
+    print(f"\n== conversation {conversation_id}")
+    for turn in turns:
+        if "intent" not in turn:
+            print(f"  {turn['turn']}. agent replied: Baton stays silent (the conversation is claimed)")
+            continue
+        what = f"escalate to {turn['route']} ({turn['severity']})" if turn["escalate"] else "handle"
+        print(f"  {turn['turn']}. {turn['role']}: {turn['intent']} -> {what}")
+        if turn["reply"]:
+            print("     would say: " + turn["reply"].replace("\n", "\n                "))
+        for held in turn["held"]:
+            print(f"     held by the guard: {held}")
+    did = f"escalated at turn {verdict['escalated_at_turn']}" if verdict["escalated"] else "did not escalate"
+    line = f"  Baton {did}"
+    if "agreement" in verdict:
+        line += f"; humans: {'escalated' if verdict['human']['escalated'] else 'did not'} -> {verdict['agreement']}"
+    print(line)

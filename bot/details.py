@@ -207,6 +207,8 @@ def _normalise(phrase: str) -> tuple[str, int | None, bool]:
     day = "today" if day_word in ("", "this", "today") or name in ("tonight", "late tonight") else day_word
     if day_word == "" and _HAS_DATE.search(rest):
         day = ""
+    if name in ("noon", "midday", "midnight"):
+        return f"{rest} {day} {first_hour:02d}:00".strip(), None, True
     bare = _BARE_HOUR.search(rest)
     explicit = re.search(r"\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.?|p\.m\.?)", rest, re.I)
     if explicit:
@@ -452,7 +454,7 @@ def find_when(text: str, now: datetime) -> When | None:
 
 # ---- names ----
 
-_QUOTED = re.compile(r"[\"“”«]([^\"“”«»\n]{2,80})[\"“”»]|(?<![\w])'([^'\n]{2,80})'(?![\w])")
+_QUOTED = re.compile(r"[\"“”«]([^\"“”«»\n]{2,80})[\"“”»]|(?<![\w])['‘]([^'‘’\n]{2,80})['’](?![\w])")
 _CALLED = re.compile(r"\b(?:called|named|titled|entitled)\s+([\w&'’:#+-]+(?:\s+[\w&'’:#+-]+){0,7})", re.I)
 _CAPITALISED = re.compile(r"\b([A-Z][\w&'’+-]*|[0-9][\w&]*)(?:\s+(?:[A-Z0-9][\w&'’+-]*|&|and|of|with|the|for|x|-|/))*"
                           r"\s+[A-Z0-9][\w&'’+-]*")
@@ -554,7 +556,7 @@ class DetailExtractor:
             if kind == "name":
                 found = find_meeting_name(text)
                 if found is None and name in asked and when is None and mentioned is None:
-                    found = _bare_answer(text)
+                    found = _bare_answer(text, only=asked == (name,))
                 if found:
                     values[name] = found
             elif kind == "pattern":
@@ -605,10 +607,17 @@ _ANSWER_LEAD = re.compile(r"^(?:it.?s|it\s+is|it\s+was|the\s+meeting\s+(?:is|was
 _UNSURE = re.compile(r"\b(?:don.?t know|not sure|no idea|can.?t remember|don.?t remember|forgot)\b", re.I)
 
 
-def _bare_answer(text: str) -> str | None:
-    """A short reply to "what was the meeting called?" taken as the name itself."""
+_FILLER = frozenset({"hmm", "hm", "ok", "okay", "yes", "no", "sure", "thanks", "thank you", "what", "huh", "?", "hello",
+                     "hi", "hey", "please", "help", "anyone", "ping"})
+
+
+def _bare_answer(text: str, *, only: bool) -> str | None:
+    """A short reply to "what was the meeting called?" taken as the name itself. When the question
+    asked for several things, only an answer that looks like a name (capitalised, or several words)."""
     answer = _ANSWER_LEAD.sub("", text.strip()).strip(" .!\"'“”")
-    if _UNSURE.search(answer):
+    if _UNSURE.search(answer) or answer.lower() in _FILLER:
+        return None
+    if not only and not (re.search(r"[A-Z]", answer) or len(answer.split()) >= 2):
         return None
     if not answer or len(answer.split()) > 8 or "?" in answer:
         return None

@@ -109,6 +109,7 @@ class KnowledgeBase:
         self._passages: list[tuple[Article, str]] = [(a, p) for a in articles for p in a.passages]
         corpus = [terms(a.title) + terms(p) for a, p in self._passages]
         self._bm25 = BM25Okapi(corpus)
+        self._corpus = [set(words) for words in corpus]
         documents = [set(terms(a.title + " " + a.body)) for a in articles]
         frequency = Counter(t for d in documents for t in d)
         n = len(articles)
@@ -136,8 +137,12 @@ class KnowledgeBase:
         if not query:
             return []
         scores = self._bm25.get_scores(query)
-        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:limit]
-        return [(self._passages[i][0], self._passages[i][1], float(scores[i])) for i in ranked if scores[i] > 0]
+        # BM25's idf can be zero or below for words in most passages (a small help center): keep
+        # every passage that shares a word with the question, best first.
+        wanted = set(query)
+        sharing = [i for i, words in enumerate(self._corpus) if wanted & words]
+        ranked = sorted(sharing, key=lambda i: scores[i], reverse=True)[:limit]
+        return [(self._passages[i][0], self._passages[i][1], float(scores[i])) for i in ranked]
 
     def coverage(self, question: str, article: Article) -> float:
         """The idf-weighted share of the question's content words that ``article`` contains."""

@@ -8,6 +8,7 @@ an id, and every decision lists the ids that fired.
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from datetime import datetime, time, timedelta
 from functools import cached_property
@@ -238,7 +239,13 @@ class RepeatContact(_Strict):
     """Intents whose repeat counts; an empty list means every intent but 'other'."""
 
 
+NOTICE_FIELDS = {"handoff": {"sla", "hours"}, "ask_details": {"fields"}, "confirm_details": {"summary"},
+                 "correct_details": {"fields"}, "no_answer": {"sla", "hours"}, "answer": {"passage", "title", "url"}}
+
+
 class Notices(_Strict):
+    """What the bot says, with {placeholders} the engine fills in (each notice has its own set)."""
+
     handoff: str
     ask_details: str
     confirm_details: str = "{summary}: is that right?"
@@ -246,6 +253,21 @@ class Notices(_Strict):
     no_answer: str = ("I don't want to guess on this one, so I'm getting a person from our team to answer. "
                       "Expect a reply within {sla} during business hours ({hours}).")
     answer: str = "{passage}\n\nMore in \"{title}\": {url}"
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> Notices:
+        problems = []
+        for name, allowed in NOTICE_FIELDS.items():
+            try:
+                used = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            if unknown := sorted(used - allowed):
+                problems.append(f"{name}: unknown placeholder(s) {unknown}; this notice can use {sorted(allowed)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Meta(_Strict):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bot.engine import Engine
+from bot.knowledge import KnowledgeBase
 from bot.policy import Policy, load_policy
 from bot.store import Store
 
@@ -59,7 +60,19 @@ def policy() -> Policy:
 
 @pytest.fixture(scope="session")
 def engine(policy: Policy) -> Engine:
+    """The detectors alone (no help center), as ``eval`` scores them."""
     return Engine(policy)
+
+
+@pytest.fixture(scope="session")
+def knowledge(policy: Policy) -> KnowledgeBase:
+    return KnowledgeBase.load(None, policy.knowledge)
+
+
+@pytest.fixture(scope="session")
+def bot(policy: Policy, knowledge: KnowledgeBase) -> Engine:
+    """The engine as it runs: shipped policy and shipped help center."""
+    return Engine(policy, knowledge)
 
 
 # ---- PostgreSQL ----

@@ -86,9 +86,10 @@ def test_eval_reports_rates_per_category(tmp_path):
     assert report["calm_high_risk_signal_rate"] == 0.5
 
 
-def test_run_without_platforms_says_what_to_do_instead():
-    result = baton("run", env={"SLACK_BOT_TOKEN": "", "DISCORD_TOKEN": ""})
-    assert result.returncode == 2 and "triage" in result.stderr
+def test_run_with_platform_tokens_says_the_adapters_are_not_built_yet(tmp_path):
+    result = baton("run", env={"SLACK_BOT_TOKEN": "xoxb-secret-value", "DISCORD_TOKEN": ""}, cwd=tmp_path)
+    assert result.returncode == 2 and "playground" in result.stderr
+    assert "xoxb-secret-value" not in result.stderr + result.stdout
 
 
 def test_migrate_creates_the_database_and_hides_passwords(tmp_path):
@@ -127,3 +128,69 @@ def test_dev_escalation_recall_meets_the_bar(dev_report, category, bar):
 def test_dev_false_alarms_on_calm_rows_stay_under_five_percent(dev_report):
     assert dev_report["calm_false_alarm_rate"] <= 0.05
     assert dev_report["calm_high_risk_signal_rate"] <= 0.05
+
+
+# ---- the playground and shadow-mode replay ----
+
+def test_the_playground_holds_a_conversation_on_standard_input(tmp_path):
+    script = "\n".join([
+        "How do I delete a recording?",
+        "/new",
+        "/tz America/Los_Angeles",
+        "The recording of our Weekly Sync is missing",
+        "it was yesterday at 3pm",
+        "yes",
+        "/staff Hi, I'm on it",
+        "/bogus",
+    ]) + "\n"
+    result = baton(env={"SLACK_BOT_TOKEN": "", "DISCORD_TOKEN": "", "BATON_DATABASE_URL": ""}, cwd=tmp_path,
+                   stdin=script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # the customer's side
+    assert "baton> To delete a recording, open it" in out
+    assert "https://help.notewise.example/articles/delete-recording" in out
+    assert "could you tell me the date of the meeting, the time it started?" not in out
+    assert "baton> So our team can look into this, could you tell me the date of the meeting and the time it started?" \
+        in out
+    assert ": is that right?" in out and "15:00 PST" in out
+    assert "won't need to repeat yourself" in out
+    # set apart: what staff would see
+    assert "  │ state escalated · intent meeting_issue" in out
+    assert "  │ HANDOFF to support" in out and "  │ Details: meeting_name=Weekly Sync" in out
+    assert "claimed" in out and "unknown command /bogus" in out
+    assert (tmp_path / "baton.db").exists()  # a real SQLite store in the working folder
+
+
+def test_the_playground_refuses_an_unreachable_database(tmp_path):
+    result = baton(env={"BATON_DATABASE_URL": "sqlite:////nonexistent/dir/x.db"}, cwd=tmp_path, stdin="")
+    assert result.returncode == 2 and "cannot open the database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_compares_baton_with_what_humans_did(tmp_path):
+    result = baton("replay", "examples/replay.jsonl", "--json", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_id = {row["id"]: row for row in lines if "id" in row}
+    assert by_id["c1"]["agreement"] == "agree" and not by_id["c1"]["escalated"]
+    assert by_id["c1"]["turns"][0]["reply"].endswith("https://help.notewise.example/articles/connect-calendars")
+    assert by_id["c2"]["agreement"] == "agree, same route" and by_id["c2"]["escalated_at_turn"] == 1
+    assert "intent" not in by_id["c2"]["turns"][1]  # the agent's reply: Baton stays silent
+    assert by_id["c3"]["escalated_at_turn"] == 3 and by_id["c3"]["route"] == "support"
+    assert by_id["c4"]["agreement"] == "extra escalation"
+    summary = lines[-1]["summary"]
+    assert summary == {"conversations": 5, "with_outcome": 5, "agree": 4, "missed_escalations": 0,
+                       "extra_escalations": 1, "same_route": 3, "different_route": 0, "bad_lines": 1}
+    assert "line 6: skipped" in result.stderr
+
+
+def test_replay_prints_each_turn_for_people(tmp_path):
+    src = tmp_path / "r.jsonl"
+    src.write_text('{"id": "x", "messages": [{"role": "customer", "text": "I want to talk to a human"}], '
+                   '"outcome": {"escalated": false}}\n{"id": "y", "messages": []}\n')
+    result = baton("replay", str(src))
+    assert result.returncode == 0, result.stderr
+    assert "== conversation x" in result.stdout and "escalate to" in result.stdout
+    assert "extra escalation" in result.stdout
+    assert "line 2: skipped" in result.stderr

@@ -40,6 +40,11 @@ def test_a_copy_of_the_shipped_file_loads_from_a_path(tmp_path):
         (("id = 'billing.refund'", "id = 'billing.wrong_charge'"), "rule ids must be unique"),
         (("'outage', 'service", "'outage(', 'service"), "not a valid regular expression"),
         (("days = ['mon'", "days = ['funday'"), "business_hours.days"),
+        (("could you tell me {fields}?", "could you tell me {feilds}?"),
+         "ask_details: unknown placeholder(s) ['feilds']"),
+        (("fields = ['meeting_name', 'date', 'time', 'timezone']", "fields = ['meeting_name', 'order']"),
+         "forms.meeting.fields: unknown field 'order'"),
+        (("min_score = 0.45", "min_score = 1.5"), "knowledge.min_score"),
     ],
 )
 def test_invalid_policy_names_file_key_and_reason(tmp_path, change, expected):
