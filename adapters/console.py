@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO
 
-from bot.model import Message, Person, Role
+from bot.model import AskDetails, Message, Person, Reply, Role
 from bot.service import Outcome, Service
 
 HELP = """Commands: /new starts a new conversation · /tz ZONE sets your time zone (e.g. /tz Europe/Paris)
@@ -103,7 +103,7 @@ class Console:
 
     def show(self, outcome: Outcome, role: Role) -> None:
         for action in outcome.actions:
-            if action.kind in ("reply", "ask_details"):
+            if isinstance(action, Reply | AskDetails):
                 self.say(f"baton> {action.text}")
         decision = outcome.decision
         if role is Role.staff:
@@ -111,9 +111,7 @@ class Console:
             return
         if decision is None:
             return
-        state = "escalated" if decision.escalate else ("gathering" if decision.awaiting else "open")
-        if outcome.conversation is not None and outcome.conversation.state.value in ("escalated", "claimed"):
-            state = outcome.conversation.state.value
+        state = outcome.state.value if outcome.state is not None else "-"
         signals = ", ".join(f"{s.kind}:{s.severity}" for s in decision.signals) or "none"
         self.staff(f"state {state} · intent {decision.intent} ({decision.confidence:.2f}) · severity "
                    f"{decision.severity} · route {decision.route or '-'} · signals {signals}")

@@ -159,8 +159,8 @@ class KnowledgeBase:
         if not hits:
             return None
         # Of the best passages, the one whose article covers most of the question.
-        confidence, _, article, passage, score = max(
-            (self.coverage(question, a), s, a, p, s) for a, p, s in hits)
+        confidence, article, passage, score = max(
+            ((self.coverage(question, a), a, p, s) for a, p, s in hits), key=lambda hit: (hit[0], hit[3]))
         if confidence < self.settings.min_score:
             return None
         return Answer(article, passage, self._condense(question, article, passage), round(confidence, 3), score)

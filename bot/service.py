@@ -29,6 +29,8 @@ class Outcome:
     actions: list[Action] = field(default_factory=list)
     brief: Brief | None = None
     """The continuity brief, when this message opened (or raised) a handoff."""
+    state: ConversationState | None = None
+    """The conversation's state after this message (``conversation`` is as it was before)."""
 
 
 class Service:
@@ -62,8 +64,8 @@ class Service:
         prior = await self.store.prior_contacts(message.platform, message.author.id,
                                                 since=message.at - window, exclude=conversation.id)
         decision, actions = self.engine.decide(conversation, message, prior=prior)
-        await self.store.save_turn(conversation, message, decision, actions,
-                                   policy_version=self.engine.policy.meta.version)
+        state = await self.store.save_turn(conversation, message, decision, actions,
+                                           policy_version=self.engine.policy.meta.version)
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),
                    route=decision.route, rules=list(decision.rules), created=created)
         for action in actions:
@@ -72,7 +74,7 @@ class Service:
         brief = None
         if any(a.kind == "open_handoff" for a in actions):
             brief = await self.brief(conversation, decision, opened_at=message.at)
-        return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief)
+        return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief, state=state)
 
     async def brief(self, conversation: Conversation, decision: Decision, *, opened_at: datetime) -> Brief:
         lines = [Line(role=Role(r["role"]), author=r["author_name"] or r["author_id"], text=r["text"], at=r["at"])

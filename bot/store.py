@@ -288,12 +288,13 @@ class Store:
     # ---- messages and decisions ----
 
     async def save_turn(self, conversation: Conversation, message: Message, decision: Decision,
-                        actions: Sequence[Action], *, policy_version: str) -> int:
+                        actions: Sequence[Action], *, policy_version: str) -> ConversationState:
         """Record a customer message, the decision on it and its actions, in one transaction.
 
         Either all of it is stored or none of it, so a crash never leaves a decision whose actions
-        were lost. Returns the decision's id.
+        were lost. Returns the conversation's state after the turn.
         """
+        state = conversation.state
         inputs = {"text": message.text, "event_id": message.event_id, "state": conversation.state.value,
                   "organisation": message.author.organisation}
         async with self.engine.begin() as conn:
@@ -333,14 +334,15 @@ class Store:
                     status="held" if action.kind == "hold" else "pending", attempts=0, not_before=_now(),
                     created_at=_now(), last_error="; ".join(action.problems) if isinstance(action, Hold) else None,
                 ))
-            if decision.escalate and conversation.state in (ConversationState.open, ConversationState.gathering):
-                await self.transition(conversation.id, ConversationState.escalated, conn=conn,
+            if decision.escalate and state in (ConversationState.open, ConversationState.gathering):
+                state = ConversationState.escalated
+                await self.transition(conversation.id, state, conn=conn,
                                       cause="escalated: " + ", ".join(decision.rules)[:240], actor="baton")
-            elif decision.awaiting and conversation.state is ConversationState.open:
+            elif decision.awaiting and state is ConversationState.open:
+                state = ConversationState.gathering
                 what = ", ".join(decision.missing) if decision.missing else "confirmation of the details"
-                await self.transition(conversation.id, ConversationState.gathering, conn=conn,
-                                      cause="asking for " + what, actor="baton")
-        return int(decision_id)
+                await self.transition(conversation.id, state, conn=conn, cause="asking for " + what, actor="baton")
+        return state
 
     async def record_message(self, conversation_id: str, message: Message) -> None:
         """Keep a message that needs no decision (a staff reply in the customer's thread)."""
