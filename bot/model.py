@@ -122,7 +122,7 @@ class Details(BaseModel):
         return Details(**values)
 
 
-Awaiting = Literal["details", "confirm", "correction"]
+Awaiting = Literal["details", "confirm", "correction", "csat"]
 
 
 class Decision(_Frozen):
@@ -191,6 +191,27 @@ class Conversation(BaseModel):
     updated_at: datetime
 
 
+class LoopIn(_Frozen):
+    route: str
+    actor: str
+    at: datetime
+
+
+class Handoff(_Frozen):
+    """A conversation handed to people: its brief, where its internal card is, its SLA timer."""
+
+    conversation: Conversation
+    brief: dict[str, Any]
+    card_channel: str | None = None
+    card_ts: str | None = None
+    """The internal card's message; its thread is the internal thread. ``None`` until it is posted."""
+    sla_due: datetime | None = None
+    sla_route: str | None = None
+    resolved_by: str | None = None
+    csat: int | None = None
+    looped_in: tuple[LoopIn, ...] = ()
+
+
 class PriorContact(_Frozen):
     """An earlier conversation of the same customer, as the repeat-contact rule needs it."""
 
@@ -220,6 +241,8 @@ class OpenHandoff(_Frozen):
     route: str
     severity: Severity
     reasons: tuple[str, ...]
+    brief: dict[str, Any] | None = None
+    """The continuity brief (``bot.handoff.Brief`` as JSON); the service attaches it before storing."""
 
 
 class MirrorToInternal(_Frozen):
@@ -235,5 +258,39 @@ class Hold(_Frozen):
     problems: tuple[str, ...]
 
 
-Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal | Hold, Field(discriminator="kind")]
+# ---- staff actions: made by the service when a person acts on a handoff ----
+
+
+class StaffReply(_Frozen):
+    """A staff member's message sent to the customer ("Send to customer"), under their name."""
+
+    kind: Literal["staff_reply"] = "staff_reply"
+    text: str
+    author_id: str
+    author_name: str | None = None
+
+
+class Note(_Frozen):
+    """A message in the internal handoff thread: a transcript line, a loop-in, an SLA re-ping.
+
+    The transport renders ``route`` as a mention of that route's group and ``actor`` as a mention
+    of the person, so this stays free of any platform's mention syntax."""
+
+    kind: Literal["note"] = "note"
+    text: str
+    route: str | None = None
+    actor: str | None = None
+
+
+class CardUpdate(_Frozen):
+    """Redraw the handoff card from the stored state, e.g. after a claim or a resolve."""
+
+    kind: Literal["card"] = "card"
+
+
+Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal | Hold | StaffReply | Note | CardUpdate,
+                   Field(discriminator="kind")]
 CUSTOMER_FACING = ("reply", "ask_details")
+"""Actions the bot itself says to the customer (the guard has checked them)."""
+TO_CUSTOMER = ("reply", "ask_details", "staff_reply")
+"""Every action that posts in the customer's channel; all others stay internal."""

@@ -135,6 +135,8 @@ class Route(_Strict):
     """Where an unclaimed handoff goes once its SLA has passed."""
     next_step: str = "Read the brief, reply to the customer in the thread, and claim the conversation."
     """The suggested next step printed on the handoff brief."""
+    label: str | None = None
+    """A short name for buttons ("Loop in CTO"); the route's name when unset."""
 
 
 class BusinessHours(_Strict):
@@ -229,6 +231,8 @@ class Escalation(_Strict):
     """A signal below this is recorded but does not escalate alone."""
     combine: int = Field(default=2, ge=2)
     """This many distinct low-severity cues of one kind add up to a medium signal."""
+    loop_in: list[str] = ["engineering", "cto"]
+    """Routes the handoff card offers a "Loop in ..." button for."""
 
 
 class RepeatContact(_Strict):
@@ -240,7 +244,8 @@ class RepeatContact(_Strict):
 
 
 NOTICE_FIELDS = {"handoff": {"sla", "hours"}, "ask_details": {"fields"}, "confirm_details": {"summary"},
-                 "correct_details": {"fields"}, "no_answer": {"sla", "hours"}, "answer": {"passage", "title", "url"}}
+                 "correct_details": {"fields"}, "no_answer": {"sla", "hours"}, "answer": {"passage", "title", "url"},
+                 "csat": set(), "csat_thanks": set()}
 
 
 class Notices(_Strict):
@@ -253,6 +258,10 @@ class Notices(_Strict):
     no_answer: str = ("I don't want to guess on this one, so I'm getting a person from our team to answer. "
                       "Expect a reply within {sla} during business hours ({hours}).")
     answer: str = "{passage}\n\nMore in \"{title}\": {url}"
+    csat: str = ("We've marked this as resolved. How did we do, from 1 (poorly) to 5 (very well)? "
+                 "Just reply with a number.")
+    """Asked in the customer's thread when staff resolve a conversation; empty = no question."""
+    csat_thanks: str = "Thank you for the feedback!"
 
     @model_validator(mode="after")
     def _placeholders(self) -> Notices:
@@ -328,6 +337,9 @@ class Policy(_Strict):
         for name, route in self.routes.items():
             if route.escalates_to and route.escalates_to not in self.routes:
                 problems.append(f"routes.{name}.escalates_to: unknown route {route.escalates_to!r}")
+        for name in self.escalation.loop_in:
+            if name not in self.routes:
+                problems.append(f"escalation.loop_in: unknown route {name!r}")
         if self.default_intent not in self.intents:
             problems.append(f"default_intent: unknown intent {self.default_intent!r}")
         if self.repeat_contact.route not in self.routes:

@@ -1,22 +1,47 @@
-"""The runtime core: inbox (dedupe) -> engine -> store and outbox. Adapters call :meth:`Service.handle`.
+"""The runtime core: inbox (dedupe) -> engine -> store and outbox, and the staff actions on a handoff.
 
-Delivery of the outbox (with retries and rate limits) belongs to the platform adapters; here every
-action is written, in the same transaction as the decision that made it, before anything is sent.
+Adapters call :meth:`Service.handle` with platform-free messages and the staff methods (claim, loop
+in, send to customer, resolve) with ids. Every action is written to the outbox in the same
+transaction as what caused it, before anything is sent; the :class:`bot.outbox.Courier` delivers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from bot.engine import Engine
 from bot.handoff import Brief, Line, build_brief
-from bot.model import Action, Conversation, ConversationState, Decision, Message, Role
+from bot.model import (
+    Action,
+    CardUpdate,
+    Conversation,
+    ConversationState,
+    Decision,
+    Message,
+    Note,
+    OpenHandoff,
+    Person,
+    Reply,
+    Role,
+    StaffReply,
+)
+from bot.outbox import Parcel
+from bot.policy import Policy
 from bot.store import Store
 
 log = structlog.get_logger(__name__)
+
+_SCORE = re.compile(r"^\W*([1-5])(?:\s*/\s*5)?\W*$")
+STAFF_GUARD = ("empty", "placeholder", "internal", "wrong_person")
+"""The guard's checks that apply to what staff send: links and repeats are theirs to judge."""
 
 
 @dataclass(frozen=True)
@@ -31,52 +56,236 @@ class Outcome:
     """The continuity brief, when this message opened (or raised) a handoff."""
     state: ConversationState | None = None
     """The conversation's state after this message (``conversation`` is as it was before)."""
+    ignored: str | None = None
+    """Why the message was deliberately not acted on (e.g. an edit that raises no risk)."""
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    won: bool
+    owner: str | None
 
 
 class Service:
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
+        self.wake: Callable[[], None] = lambda: None
+        """Called after anything is written to the outbox (the runtime points it at ``Courier.kick``)."""
+        self._locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @property
+    def policy(self) -> Policy:
+        return self.engine.policy
+
+    # ---- messages ----
 
     async def handle(self, message: Message) -> Outcome:
         bound = log.bind(event_id=message.event_id, platform=message.platform)
         if not await self.store.record_event(message.platform, message.event_id):
             bound.info("duplicate_event_dropped")
             return Outcome(duplicate=True)
+        # One message at a time per thread, so two quick messages never decide on the same state.
+        key = (message.platform, message.workspace, message.channel, message.thread or message.event_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if message.author.role is not Role.customer:
+                return await self._from_company(message, bound)
+            return await self._from_customer(message, bound)
 
+    async def handle_edit(self, message: Message) -> Outcome:
+        """A customer edited a message: decide on it again only if the new text raises the risk."""
+        conversation = await self.store.find_conversation(message.platform, message.workspace, message.channel,
+                                                          message.thread or message.event_id)
+        if conversation is None or not message.from_customer:
+            return Outcome(ignored="edit outside a customer conversation")
+        decision = self.engine.triage(message.text, organisation=message.author.organisation, now=message.at,
+                                      zone=message.author.timezone, guard=False)
+        raises = decision.escalate and (
+            conversation.state in (ConversationState.open, ConversationState.gathering)
+            or conversation.severity is None or decision.severity > conversation.severity)
+        if not raises:
+            log.info("edit_ignored", conversation_id=conversation.id, event_id=message.event_id)
+            return Outcome(conversation=conversation, ignored="the edit raises no risk")
+        return await self.handle(message)
+
+    async def _from_company(self, message: Message, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
+        conversation = await self.store.find_conversation(message.platform, message.workspace, message.channel,
+                                                          message.thread or message.event_id)
+        if conversation is None:
+            return Outcome(ignored="a staff message outside any customer conversation")
+        await self.store.record_message(conversation.id, message)
+        if message.author.role is Role.staff and conversation.state not in (ConversationState.claimed,
+                                                                            ConversationState.resolved):
+            # A member of the company replying in the customer's thread has taken over.
+            won, _owner = await self.store.claim(conversation.id, message.author.id)
+            bound.info("staff_took_over", conversation_id=conversation.id, staff=message.author.id, won=won)
+            if won and await self.store.handoff(conversation.id) is not None:
+                await self._enqueue(conversation.id, [
+                    CardUpdate(), Note(text="replied in the customer's thread and took over", actor=message.author.id)],
+                    source=f"takeover:{message.event_id}")
+        return Outcome(conversation=conversation)
+
+    async def _from_customer(self, message: Message, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
         conversation, created = await self.store.conversation_for(message)
-        if conversation.state is ConversationState.resolved and message.from_customer:
+        bound = bound.bind(conversation_id=conversation.id)
+        if conversation.state is ConversationState.resolved:
+            if conversation.awaiting == "csat" and (score := _SCORE.match(message.text)):
+                await self.store.record_message(conversation.id, message)
+                await self.store.record_csat(conversation.id, int(score.group(1)))
+                bound.info("csat", score=int(score.group(1)))
+                actions: list[Action] = [Note(text=f"CSAT from the customer: {score.group(1)}/5")]
+                if thanks := self.policy.notices.csat_thanks:
+                    actions.insert(0, Reply(text=thanks))
+                await self._enqueue(conversation.id, actions, source=f"csat:{message.event_id}")
+                return Outcome(conversation=conversation, actions=actions, state=ConversationState.resolved)
             # A new customer message after "resolved" reopens the conversation.
             await self.store.transition(conversation.id, ConversationState.open, cause="customer wrote again",
                                         actor=message.author.id)
-            conversation = conversation.model_copy(update={"state": ConversationState.open})
-        bound = bound.bind(conversation_id=conversation.id)
+            conversation = conversation.model_copy(update={"state": ConversationState.open, "awaiting": None})
 
-        if message.author.role is not Role.customer:
-            await self.store.record_message(conversation.id, message)
-            # A member of the company replying in the customer's thread has taken over.
-            if message.author.role is Role.staff and conversation.state is not ConversationState.claimed:
-                won, _owner = await self.store.claim(conversation.id, message.author.id)
-                bound.info("staff_took_over", staff=message.author.id, won=won)
-            return Outcome(conversation=conversation)
-
-        window = timedelta(days=self.engine.policy.repeat_contact.window_days)
+        window = timedelta(days=self.policy.repeat_contact.window_days)
         prior = await self.store.prior_contacts(message.platform, message.author.id,
                                                 since=message.at - window, exclude=conversation.id)
         decision, actions = self.engine.decide(conversation, message, prior=prior)
+        brief = None
+        if any(a.kind == "open_handoff" for a in actions):
+            first = await self.store.handoff(conversation.id) is None
+            brief = await self._brief(conversation, decision, message, actions)
+            actions = [a.model_copy(update={"brief": brief.model_dump(mode="json")})
+                       if isinstance(a, OpenHandoff) else a for a in actions]
+            if first:  # the transcript so far follows the card as replies in its thread
+                actions += [Note(text=f"{line.author} ({line.role}): {line.text}") for line in brief.transcript]
         state = await self.store.save_turn(conversation, message, decision, actions,
-                                           policy_version=self.engine.policy.meta.version)
+                                           policy_version=self.policy.meta.version)
+        self.wake()
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),
                    route=decision.route, rules=list(decision.rules), created=created)
         for action in actions:
             if action.kind == "hold":
                 bound.warning("reply_held_by_guard", problems=list(action.problems))
-        brief = None
-        if any(a.kind == "open_handoff" for a in actions):
-            brief = await self.brief(conversation, decision, opened_at=message.at)
         return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief, state=state)
 
-    async def brief(self, conversation: Conversation, decision: Decision, *, opened_at: datetime) -> Brief:
+    async def _brief(self, conversation: Conversation, decision: Decision, message: Message,
+                     actions: list[Action]) -> Brief:
+        """The brief as it will stand once this turn is stored: the transcript so far, this message
+        and what the bot says now."""
         lines = [Line(role=Role(r["role"]), author=r["author_name"] or r["author_id"], text=r["text"], at=r["at"])
                  for r in await self.store.transcript(conversation.id)]
-        return build_brief(self.engine.policy, conversation, decision, lines, opened_at=opened_at)
+        lines.append(Line(role=Role.customer, author=message.author.name or message.author.id, text=message.text,
+                          at=message.at))
+        lines += [Line(role=Role.bot, author="Baton", text=a.text, at=message.at)
+                  for a in actions if a.kind in ("reply", "ask_details")]
+        return build_brief(self.policy, conversation, decision, lines, opened_at=message.at)
+
+    async def brief(self, conversation: Conversation, decision: Decision, *, opened_at: datetime) -> Brief:
+        """The brief from the stored transcript (as it stands now)."""
+        lines = [Line(role=Role(r["role"]), author=r["author_name"] or r["author_id"], text=r["text"], at=r["at"])
+                 for r in await self.store.transcript(conversation.id)]
+        return build_brief(self.policy, conversation, decision, lines, opened_at=opened_at)
+
+    # ---- staff actions on a handoff ----
+
+    async def claim(self, conversation_id: str, who: str) -> ClaimResult:
+        """First click wins, atomically in the store. The winner's claim redraws the card."""
+        won, owner = await self.store.claim(conversation_id, who)
+        log.info("claim", conversation_id=conversation_id, staff=who, won=won, owner=owner)
+        if won:
+            await self._enqueue(conversation_id, [CardUpdate()], source=f"claim:{conversation_id}")
+        return ClaimResult(won=won, owner=owner)
+
+    async def loop_in(self, conversation_id: str, route: str, who: str) -> bool:
+        """Mention ``route``'s group in the internal thread, once, and record who did it and when."""
+        if route not in self.policy.routes:
+            raise ValueError(f"unknown route {route!r}")
+        if not await self.store.loop_in(conversation_id, route, who):
+            return False
+        label = self.policy.routes[route].label or route
+        await self._enqueue(conversation_id, [Note(text=f"looped in {label}", route=route, actor=who), CardUpdate()],
+                            source=f"loop:{conversation_id}:{route}")
+        return True
+
+    def check_staff_text(self, conversation: Conversation, text: str) -> list[str]:
+        """The guard's objections to a staff message (empty = it may be sent)."""
+        problems = self.engine.guard.check(text, customer_name=conversation.customer.name)
+        return [str(p) for p in problems if p.kind in STAFF_GUARD]
+
+    async def draft(self, conversation_id: str) -> str | None:
+        """The bot's draft for a staff reply, when there is one (the latest reply the guard held)."""
+        held = await self.store.held_actions(conversation_id)
+        return str(held[-1]["payload"]["text"]) if held else None
+
+    async def send_to_customer(self, conversation_id: str, who: str, name: str | None, text: str,
+                               *, source: str | None = None) -> list[str]:
+        """Queue a staff message for the customer's thread, under the staff member's name.
+
+        Returns the guard's objections; nothing is queued unless the list is empty. Sending claims an
+        unclaimed conversation for the sender.
+        """
+        conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None:
+            return [f"no conversation {conversation_id}"]
+        if problems := self.check_staff_text(conversation, text):
+            return problems
+        if conversation.claimed_by is None:
+            await self.claim(conversation_id, who)
+        now = datetime.now(UTC)
+        await self.store.record_message(conversation_id, Message(
+            platform=conversation.platform, workspace=conversation.workspace, channel=conversation.channel,
+            thread=conversation.thread, author=Person(id=who, name=name, role=Role.staff), text=text, at=now,
+            event_id=source or f"send:{uuid.uuid4()}"))
+        await self._enqueue(conversation_id, [StaffReply(text=text, author_id=who, author_name=name),
+                                              Note(text=f"sent to the customer: {text}", actor=who)],
+                            source=source or f"send:{uuid.uuid4()}")
+        return []
+
+    async def resolve(self, conversation_id: str, who: str) -> bool:
+        """Close the conversation, and ask the customer the CSAT question if the policy has one."""
+        question = self.policy.notices.csat
+        if not await self.store.resolve(conversation_id, who, awaiting_csat=bool(question)):
+            return False
+        actions: list[Action] = [CardUpdate()]
+        if question:
+            actions.append(Reply(text=question))
+        await self._enqueue(conversation_id, actions, source=f"resolve:{conversation_id}:{uuid.uuid4()}")
+        return True
+
+    # ---- timers ----
+
+    async def check_sla(self, now: datetime | None = None) -> int:
+        """Re-ping every unclaimed handoff past its SLA and move it up a route. Returns how many."""
+        now = now or datetime.now(UTC)
+        moved = 0
+        for conversation in await self.store.overdue(now):
+            handoff = await self.store.handoff(conversation.id)
+            if handoff is None or handoff.sla_due is None:
+                continue
+            current = handoff.sla_route or conversation.route or "support"
+            upper = self.policy.routes[current].escalates_to
+            severity = conversation.severity or self.policy.escalation.min_severity
+            minutes = self.policy.sla_minutes[str(severity)]
+            target = upper or current
+            due = self.policy.sla_due(severity, now) if upper else None
+            text = (f"unclaimed past its {minutes}-minute SLA: moving up to "
+                    f"{self.policy.routes[target].label or target}" if upper
+                    else f"still unclaimed past its {minutes}-minute SLA")
+            if await self.store.escalate_sla(conversation.id, seen_due=handoff.sla_due, route=target, due=due,
+                                             actions=[Note(text=text, route=target), CardUpdate()]):
+                moved += 1
+                log.warning("sla_breached", conversation_id=conversation.id, route=target, severity=str(severity))
+        if moved:
+            self.wake()
+        return moved
+
+    async def delivered(self, parcel: Parcel, result: dict[str, object] | None) -> None:
+        """After-delivery bookkeeping (the courier calls it): a posted card starts the SLA timer."""
+        action = parcel.action
+        if isinstance(action, OpenHandoff) and result and result.get("card_ts"):
+            await self.store.set_card(parcel.conversation.id, channel=str(result["card_channel"]),
+                                      ts=str(result["card_ts"]))
+            due = self.policy.sla_due(action.severity, datetime.now(UTC))
+            await self.store.start_sla(parcel.conversation.id, route=action.route, due=due)
+
+    async def _enqueue(self, conversation_id: str, actions: list[Action], *, source: str) -> None:
+        await self.store.enqueue(conversation_id, actions, source=source)
+        self.wake()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,11 @@ from bot.model import (
     ConversationState,
     Decision,
     Details,
+    Handoff,
     Hold,
+    LoopIn,
     Message,
+    OpenHandoff,
     Person,
     PriorContact,
     Reply,
@@ -71,6 +74,13 @@ conversations = sa.Table(
     sa.Column("awaiting", sa.String(16)),
     sa.Column("asked", sa.JSON, nullable=False, server_default="[]"),
     sa.Column("last_reply", sa.Text),
+    sa.Column("card_channel", sa.String(64)),
+    sa.Column("card_ts", sa.String(64)),
+    sa.Column("brief", sa.JSON),
+    sa.Column("sla_due", Stamp, index=True),
+    sa.Column("sla_route", sa.String(64)),
+    sa.Column("resolved_by", sa.String(64)),
+    sa.Column("csat", sa.Integer),
     sa.Column("started_at", Stamp, nullable=False),
     sa.Column("updated_at", Stamp, nullable=False),
     sa.UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversation_thread"),
@@ -122,7 +132,15 @@ outbox = _of_conversation(
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", Stamp, nullable=False),
     sa.Column("sent_at", Stamp),
+    sa.Column("result", sa.JSON),
     sa.Index("ix_outbox_due", "status", "not_before"),
+)
+
+loop_ins = _of_conversation(
+    "loop_ins",
+    sa.Column("route", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("at", Stamp, nullable=False),
 )
 
 inbox = sa.Table(
@@ -275,7 +293,7 @@ class Store:
                 conversations.update()
                 .where((conversations.c.id == conversation_id) & conversations.c.claimed_by.is_(None)
                        & (conversations.c.state != ConversationState.resolved.value))
-                .values(claimed_by=who, state=ConversationState.claimed.value, updated_at=_now()))
+                .values(claimed_by=who, state=ConversationState.claimed.value, sla_due=None, updated_at=_now()))
             if result.rowcount == 1:
                 await conn.execute(transitions.insert().values(
                     conversation_id=conversation_id, from_state=before,
@@ -326,6 +344,9 @@ class Store:
                 update["severity"] = decision.severity.name
             if decision.route:
                 update["route"] = decision.route
+            for action in actions:
+                if isinstance(action, OpenHandoff) and action.brief is not None:
+                    update["brief"] = action.brief
             await conn.execute(conversations.update().where(conversations.c.id == conversation.id).values(**update))
             for index, action in enumerate(actions):
                 await conn.execute(outbox.insert().values(
@@ -375,23 +396,67 @@ class Store:
 
     # ---- outbox ----
 
-    async def due_actions(self, limit: int = 50, *, now: datetime | None = None) -> list[dict[str, Any]]:
-        """Pending actions whose time has come, oldest first. On PostgreSQL the rows are locked
-        (``FOR UPDATE SKIP LOCKED``) for the caller's transaction, so workers never share one."""
+    async def enqueue(self, conversation_id: str, actions: Sequence[Action], *, source: str) -> list[int]:
+        """Write actions that no decision made (staff actions, timers) to the outbox, in order.
+
+        ``source`` names what made them and must be unique per cause (it keys the rows), so a
+        repeated cause (a retried interaction) cannot enqueue the same actions twice.
+        """
+        ids: list[int] = []
+        try:
+            async with self.engine.begin() as conn:
+                for index, action in enumerate(actions):
+                    ids.append((await conn.execute(outbox.insert().values(
+                        conversation_id=conversation_id, decision_id=None, kind=action.kind,
+                        payload=action.model_dump(mode="json"), key=f"{source}:{index}:{action.kind}"[:160],
+                        status="pending", attempts=0, not_before=_now(), created_at=_now(),
+                    ).returning(outbox.c.id))).scalar_one())
+        except IntegrityError:
+            return []
+        return ids
+
+    async def take_due(self, limit: int = 50, *, lease: timedelta = timedelta(seconds=60),
+                       now: datetime | None = None) -> list[dict[str, Any]]:
+        """Take pending actions whose time has come, for delivery.
+
+        Per conversation, only the oldest pending action is due, so a conversation's messages are
+        delivered in order and one that waits (a 429, a retry) holds back the ones behind it. Each
+        row is taken with a compare-and-set on ``not_before`` that pushes it ``lease`` into the
+        future: two workers (tasks or processes) never take the same row, and a row taken by a
+        worker that then died becomes due again when the lease runs out.
+        """
         now = now or _now()
-        query = (sa.select(outbox).where((outbox.c.status == "pending") & (outbox.c.not_before <= now))
-                 .order_by(outbox.c.id).limit(limit).with_for_update(skip_locked=True))
+        earlier = outbox.alias("earlier")
+        blocked = sa.exists().where((earlier.c.conversation_id == outbox.c.conversation_id)
+                                    & (earlier.c.status == "pending") & (earlier.c.id < outbox.c.id))
+        query = (sa.select(outbox).where((outbox.c.status == "pending") & (outbox.c.not_before <= now) & ~blocked)
+                 .order_by(outbox.c.id).limit(limit))
+        taken: list[dict[str, Any]] = []
         async with self.engine.begin() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [dict(r) for r in rows]
+            for row in rows:
+                result = await conn.execute(
+                    outbox.update().where((outbox.c.id == row["id"]) & (outbox.c.status == "pending")
+                                          & (outbox.c.not_before == row["not_before"]))
+                    .values(not_before=now + lease))
+                if result.rowcount == 1:
+                    taken.append(dict(row))
+        return taken
 
-    async def mark_sent(self, action_id: int) -> bool:
+    async def next_due(self) -> datetime | None:
+        """When the next pending action (taken or not) becomes due; ``None`` when there is none."""
+        async with self.engine.begin() as conn:
+            value = (await conn.execute(sa.select(sa.func.min(outbox.c.not_before))
+                                        .where(outbox.c.status == "pending"))).scalar_one_or_none()
+        return _utc(value) if value is not None else None
+
+    async def mark_sent(self, action_id: int, result: dict[str, Any] | None = None) -> bool:
         """Mark an action delivered; False if it was already (so it is never sent twice)."""
         async with self.engine.begin() as conn:
-            result = await conn.execute(
+            done = await conn.execute(
                 outbox.update().where((outbox.c.id == action_id) & (outbox.c.status == "pending"))
-                .values(status="sent", sent_at=_now(), attempts=outbox.c.attempts + 1))
-        return result.rowcount == 1
+                .values(status="sent", sent_at=_now(), attempts=outbox.c.attempts + 1, result=result))
+        return done.rowcount == 1
 
     async def mark_failed(self, action_id: int, error: str, *, retry_at: datetime | None) -> None:
         """Record a failed attempt; ``retry_at=None`` gives up (status ``failed``, kept for review)."""
@@ -402,6 +467,128 @@ class Store:
             values["not_before"] = retry_at
         async with self.engine.begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == action_id).values(**values))
+
+    async def outbox_of(self, conversation_id: str) -> list[dict[str, Any]]:
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(outbox).where(outbox.c.conversation_id == conversation_id)
+                                       .order_by(outbox.c.id))).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ---- handoffs ----
+
+    async def find_conversation(self, platform: str, workspace: str, channel: str,
+                                thread: str) -> Conversation | None:
+        """The conversation of a thread, without opening one."""
+        key = (conversations.c.platform == platform) & (conversations.c.workspace == workspace) \
+            & (conversations.c.channel == channel) & (conversations.c.thread == thread)
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(conversations).where(key))).mappings().first()
+        return self._conversation(row) if row is not None else None
+
+    async def handoff(self, conversation_id: str) -> Handoff | None:
+        """The conversation's handoff (brief, internal card, SLA timer, loop-ins); ``None`` if it never had one."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(conversations)
+                                      .where(conversations.c.id == conversation_id))).mappings().first()
+            if row is None or row["brief"] is None:
+                return None
+            looped = (await conn.execute(sa.select(loop_ins).where(loop_ins.c.conversation_id == conversation_id)
+                                         .order_by(loop_ins.c.id))).mappings().all()
+        return Handoff(
+            conversation=self._conversation(row), brief=row["brief"], card_channel=row["card_channel"],
+            card_ts=row["card_ts"], sla_due=_utc(row["sla_due"]) if row["sla_due"] else None,
+            sla_route=row["sla_route"], resolved_by=row["resolved_by"], csat=row["csat"],
+            looped_in=tuple(LoopIn(route=r["route"], actor=r["actor"], at=_utc(r["at"])) for r in looped))
+
+    async def set_brief(self, conversation_id: str, brief: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
+                               .values(brief=brief))
+
+    async def set_card(self, conversation_id: str, *, channel: str, ts: str) -> None:
+        """Remember where the internal card was posted (its thread is the internal thread)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
+                               .values(card_channel=channel, card_ts=ts))
+
+    async def start_sla(self, conversation_id: str, *, route: str, due: datetime) -> None:
+        """Start (or restart) the timer of an unclaimed handoff. Kept in the database: it survives restarts."""
+        async with self.engine.begin() as conn:
+            await conn.execute(conversations.update().where(
+                (conversations.c.id == conversation_id) & conversations.c.claimed_by.is_(None)
+                & (conversations.c.state == ConversationState.escalated.value))
+                .values(sla_due=due, sla_route=route))
+
+    async def overdue(self, now: datetime | None = None) -> list[Conversation]:
+        """Unclaimed handoffs whose SLA timer has run out."""
+        query = sa.select(conversations).where(
+            (conversations.c.state == ConversationState.escalated.value) & conversations.c.sla_due.is_not(None)
+            & (conversations.c.sla_due <= (now or _now()))).order_by(conversations.c.sla_due)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [self._conversation(r) for r in rows]
+
+    async def next_sla(self) -> datetime | None:
+        async with self.engine.begin() as conn:
+            value = (await conn.execute(sa.select(sa.func.min(conversations.c.sla_due)).where(
+                conversations.c.state == ConversationState.escalated.value))).scalar_one_or_none()
+        return _utc(value) if value is not None else None
+
+    async def escalate_sla(self, conversation_id: str, *, seen_due: datetime, route: str,
+                           due: datetime | None, actions: Sequence[Action]) -> bool:
+        """Move an overdue handoff up a route and enqueue its re-ping, once: a compare-and-set on the
+        timer, so two workers never ping twice for the same lapse. ``due=None`` stops the timer."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(conversations.update().where(
+                (conversations.c.id == conversation_id) & (conversations.c.sla_due == seen_due)
+                & (conversations.c.state == ConversationState.escalated.value))
+                .values(sla_due=due, sla_route=route, route=route, updated_at=_now()))
+            if result.rowcount != 1:
+                return False
+            await conn.execute(transitions.insert().values(
+                conversation_id=conversation_id, from_state=ConversationState.escalated.value,
+                to_state=ConversationState.escalated.value, cause=f"SLA passed: moved up to {route}",
+                actor="baton", at=_now()))
+            for index, action in enumerate(actions):
+                await conn.execute(outbox.insert().values(
+                    conversation_id=conversation_id, decision_id=None, kind=action.kind,
+                    payload=action.model_dump(mode="json"),
+                    key=f"sla:{conversation_id}:{seen_due.isoformat()}:{index}"[:160],
+                    status="pending", attempts=0, not_before=_now(), created_at=_now()))
+        return True
+
+    async def loop_in(self, conversation_id: str, route: str, actor: str) -> bool:
+        """Record that ``actor`` looped ``route`` in; False if that route was already in."""
+        async with self.engine.begin() as conn:
+            seen = (await conn.execute(sa.select(loop_ins.c.id).where(
+                (loop_ins.c.conversation_id == conversation_id) & (loop_ins.c.route == route)))).first()
+            if seen is not None:
+                return False
+            await conn.execute(loop_ins.insert().values(conversation_id=conversation_id, route=route,
+                                                        actor=actor, at=_now()))
+        return True
+
+    async def resolve(self, conversation_id: str, actor: str, *, awaiting_csat: bool) -> bool:
+        """Close a conversation; False if it was already resolved."""
+        async with self.engine.begin() as conn:
+            before = (await conn.execute(sa.select(conversations.c.state)
+                                         .where(conversations.c.id == conversation_id))).scalar_one_or_none()
+            result = await conn.execute(conversations.update().where(
+                (conversations.c.id == conversation_id)
+                & (conversations.c.state != ConversationState.resolved.value))
+                .values(state=ConversationState.resolved.value, resolved_by=actor, sla_due=None,
+                        awaiting="csat" if awaiting_csat else None, asked=[], updated_at=_now()))
+            if result.rowcount != 1:
+                return False
+            await conn.execute(transitions.insert().values(
+                conversation_id=conversation_id, from_state=before, to_state=ConversationState.resolved.value,
+                cause="resolved", actor=actor, at=_now()))
+        return True
+
+    async def record_csat(self, conversation_id: str, score: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
+                               .values(csat=score, awaiting=None, updated_at=_now()))
 
     # ---- rows to models ----
 

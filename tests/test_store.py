@@ -66,27 +66,29 @@ async def test_a_turn_stores_decision_inputs_rules_and_outbox_atomically(store, 
     assert decision["inputs"]["text"] == "You charged us twice! unacceptable"
     assert "billing.wrong_charge" in decision["rules"]
     assert decision["output"]["signals"][0]["evidence"] == "charged us twice"
-    due = await store.due_actions()
-    assert [a["kind"] for a in due] == ["open_handoff", "reply"]
+    queued = await store.outbox_of(conversation.id)
+    # the card, the notice to the customer, then the transcript so far for the card's thread
+    assert [a["kind"] for a in queued] == ["open_handoff", "reply", "note", "note"]
+    assert queued[0]["payload"]["brief"]["urgent_words"] == ["charged us twice", "unacceptable"]
     states = [t["to_state"] for t in await store.transitions_of(conversation.id)]
     assert states == ["open", "escalated"]
 
 
 async def test_an_action_is_marked_sent_once(store, engine):
     await Service(engine, store).handle(msg("You charged us twice", event="E1"))
-    first = (await store.due_actions())[0]
+    first = (await store.take_due())[0]
     assert await store.mark_sent(first["id"]) is True
     assert await store.mark_sent(first["id"]) is False
-    assert first["id"] not in [a["id"] for a in await store.due_actions()]
+    assert first["id"] not in [a["id"] for a in await store.take_due()]
 
 
 async def test_failed_actions_wait_for_their_retry_time(store, engine):
     await Service(engine, store).handle(msg("You charged us twice", event="E1"))
-    action = (await store.due_actions())[0]
+    action = (await store.take_due())[0]
     later = datetime.now(UTC) + timedelta(minutes=5)
     await store.mark_failed(action["id"], "HTTP 429", retry_at=later)
-    assert action["id"] not in [a["id"] for a in await store.due_actions()]
-    assert action["id"] in [a["id"] for a in await store.due_actions(now=later + timedelta(seconds=1))]
+    assert action["id"] not in [a["id"] for a in await store.take_due()]
+    assert action["id"] in [a["id"] for a in await store.take_due(now=later + timedelta(seconds=1))]
     async with store.engine.begin() as conn:
         row = (await conn.execute(sa.select(outbox).where(outbox.c.id == action["id"]))).mappings().one()
     assert row["attempts"] == 1 and row["last_error"] == "HTTP 429"
@@ -97,7 +99,22 @@ async def test_duplicate_event_is_answered_once(store, engine):
     first = await service.handle(msg("You charged us twice", event="E1"))
     again = await service.handle(msg("You charged us twice", event="E1"))
     assert not first.duplicate and again.duplicate
-    assert len(await store.due_actions()) == 2
+    assert len(await store.outbox_of(first.conversation.id)) == 4
+
+
+async def test_outbox_rows_are_taken_in_order_per_conversation_and_never_twice(store, engine):
+    service = Service(engine, store)
+    one = await service.handle(msg("You charged us twice", event="E1", thread="1.1"))
+    two = await service.handle(msg("You charged us twice", event="E2", thread="2.2"))
+    first, second = await asyncio.gather(store.take_due(), store.take_due())
+    taken = first + second
+    # one row per conversation (the oldest), each taken by exactly one of the two workers
+    assert sorted(r["conversation_id"] for r in taken) == sorted([one.conversation.id, two.conversation.id])
+    assert all(r["kind"] == "open_handoff" for r in taken)
+    assert await store.take_due() == []  # both leased; the rows behind them wait for them
+    for row in taken:
+        await store.mark_sent(row["id"])
+    assert [r["kind"] for r in await store.take_due()] == ["reply", "reply"]
 
 
 async def test_second_contact_on_the_same_topic_within_a_week_escalates(store, engine):
