@@ -129,11 +129,11 @@ class Courier:
 
     # ---- delivery ----
 
-    async def drain(self) -> int:
-        """Deliver every due row; returns how many were delivered."""
+    async def drain(self, *, now: datetime | None = None) -> int:
+        """Deliver every row due by ``now`` (default: the clock); returns how many were delivered."""
         sent = 0
         async with self._draining:
-            while rows := await self.store.take_due(lease=self.lease):
+            while rows := await self.store.take_due(lease=self.lease, now=now):
                 results = await asyncio.gather(*(self._one(row) for row in rows))
                 sent += sum(results)
         return sent

@@ -1,0 +1,167 @@
+"""Block Kit for the internal handoff card and the "Send to customer" modal.
+
+Pure functions of a :class:`bot.model.Handoff`: the card is drawn again from the stored state on
+every change (claim, loop-in, SLA, resolve), so what staff see is always what the store holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bot.model import ConversationState, Handoff
+from bot.policy import Policy
+
+CLAIM = "baton_claim"
+LOOP_IN = "baton_loop_in"
+SEND = "baton_send"
+RESOLVE = "baton_resolve"
+SEND_VIEW = "baton_send_view"
+MESSAGE_BLOCK, MESSAGE_INPUT = "message", "text"
+
+_SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
+                  "low": ":white_circle:"}
+_MAX_TEXT = 2900  # a section's text is limited to 3000 characters
+
+
+def mention(target: str | None) -> str:
+    """Slack's mention syntax for a user group (S...), a user (U.../W...) or a channel (C.../G...)."""
+    if not target:
+        return ""
+    if target.startswith("S"):
+        return f"<!subteam^{target}>"
+    if target.startswith(("U", "W")):
+        return f"<@{target}>"
+    if target.startswith(("C", "G")):
+        return f"<#{target}>"
+    return target
+
+
+def escape(text: str) -> str:
+    """Customer text shown in Slack: no accidental mentions, links or formatting control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:_MAX_TEXT]}}
+
+
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": text[:75]},
+                              "action_id": action_id, "value": value}
+    if style:
+        button["style"] = style
+    return button
+
+
+def _when(value: Any) -> str:
+    if not value:
+        return "-"
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{moment:%Y-%m-%d %H:%M %Z}>"
+
+
+def _label(policy: Policy, name: str) -> str:
+    try:
+        return policy.field(name).label
+    except KeyError:
+        return name
+
+
+def status_line(handoff: Handoff) -> str:
+    conversation = handoff.conversation
+    if conversation.state is ConversationState.resolved:
+        status = f":white_check_mark: Resolved by {mention(handoff.resolved_by)}"
+        if handoff.csat is not None:
+            status += f" · CSAT {handoff.csat}/5"
+    elif conversation.claimed_by:
+        status = f":raising_hand: Claimed by {mention(conversation.claimed_by)}"
+    else:
+        status = ":hourglass_flowing_sand: Unclaimed"
+        if handoff.sla_due:
+            status += f" · reply due {_when(handoff.sla_due)}"
+    if handoff.looped_in:
+        status += " · looped in: " + ", ".join(f"{i.route} by {mention(i.actor)}" for i in handoff.looped_in)
+    return status
+
+
+def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permalink: str | None) -> list[dict[str, Any]]:
+    """The handoff card: the continuity brief, the card's status and its buttons."""
+    brief = handoff.brief
+    conversation = handoff.conversation
+    route = handoff.sla_route or brief["route"]
+    who = escape(brief["customer"]) + (f" ({escape(brief['organisation'])})" if brief.get("organisation") else "")
+    if brief.get("contract"):
+        who += f" · contract: {escape(brief['contract'])}"
+    severity = str(brief["severity"])
+    head = (f"{_SEVERITY_MARK.get(severity, '')} *{severity.upper()}* handoff for {mention(groups.get(route))} "
+            f"({escape(policy.routes[route].description) if route in policy.routes else route})")
+    blocks: list[dict[str, Any]] = [
+        _section(head),
+        {"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*Customer*\n{who}"},
+            {"type": "mrkdwn", "text": f"*Intent*\n{brief['intent']} (confidence {brief['confidence']:.2f})"},
+            {"type": "mrkdwn", "text": "*Customer's thread*\n" + (f"<{permalink}|open in Slack>" if permalink
+                                                                   else "-")},
+            {"type": "mrkdwn", "text": f"*Reply due by*\n{_when(brief.get('due'))}"},
+        ]},
+        _section(f"*Goal*\n>{escape(brief['goal']) or '-'}"),
+        _section("*Why now*\n" + ("\n".join(f"• {escape(w)}" for w in brief["why_now"]) or "-")),
+    ]
+    if brief["urgent_words"]:
+        blocks.append(_section("*In their words*\n" + " · ".join(f"\u201c{escape(w)}\u201d"
+                                                                 for w in brief["urgent_words"])))
+    filled = {k: v for k, v in brief["details"].items() if v}
+    if filled or brief["missing"]:
+        lines = [f"• {_label(policy, k)}: {escape(str(v))}" for k, v in filled.items()]
+        if brief["missing"]:
+            lines.append("• still missing: " + ", ".join(brief["missing"]))
+        blocks.append(_section("*Details*\n" + "\n".join(lines)))
+    said = brief["bot_said"]
+    blocks.append(_section("*Bot already said*\n" + ("\n".join(f">{escape(s)}" for s in said[-3:]) or "nothing yet")))
+    blocks.append(_section(f"*Suggested next step*\n{escape(brief['next_step'])}"))
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status_line(handoff)[:_MAX_TEXT]}]})
+    if conversation.state is not ConversationState.resolved:
+        buttons = []
+        if not conversation.claimed_by:
+            buttons.append(_button("Claim", CLAIM, conversation.id, "primary"))
+        looped = {i.route for i in handoff.looped_in}
+        for name in policy.escalation.loop_in:
+            if name not in looped:
+                label = policy.routes[name].label or name
+                buttons.append(_button(f"Loop in {label}", f"{LOOP_IN}:{name}", conversation.id))
+        buttons.append(_button("Send to customer", SEND, conversation.id))
+        buttons.append(_button("Resolve", RESOLVE, conversation.id, "danger"))
+        blocks.append({"type": "actions", "block_id": "baton_card_actions", "elements": buttons[:25]})
+    return blocks
+
+
+def card_text(handoff: Handoff, groups: Mapping[str, str]) -> str:
+    """The card's notification text (what a phone shows, and what screen readers read first)."""
+    brief = handoff.brief
+    route = handoff.sla_route or brief["route"]
+    return (f"{mention(groups.get(route))} {str(brief['severity']).upper()} handoff: {brief['customer']} "
+            f"({brief['intent']}). {status_line(handoff)}")
+
+
+def send_modal(conversation_id: str, customer: str, draft: str | None) -> dict[str, Any]:
+    """The "Send to customer" modal: its first input is the message, prefilled with the bot's draft."""
+    element: dict[str, Any] = {"type": "plain_text_input", "action_id": MESSAGE_INPUT, "multiline": True,
+                               "max_length": 3000}
+    if draft:
+        element["initial_value"] = draft[:3000]
+    return {
+        "type": "modal",
+        "callback_id": SEND_VIEW,
+        "private_metadata": conversation_id,
+        "title": {"type": "plain_text", "text": "Send to customer"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "input", "block_id": MESSAGE_BLOCK, "element": element,
+             "label": {"type": "plain_text", "text": f"Message to {customer}"[:2000]}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text":
+                "Posted in the customer's thread under your name. Messages in the internal thread stay internal."}]},
+        ],
+    }
