@@ -9,7 +9,7 @@ import sys
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -20,6 +20,9 @@ from bot.jsonl import open_input, read_models
 from bot.knowledge import KnowledgeBase, KnowledgeError
 from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 
 class UsageError(Exception):
@@ -147,26 +150,65 @@ def migrate(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     settings = _settings()
     engine = _engine(args, settings)  # fail fast on a bad policy or help center
-    if settings.slack_bot_token or settings.discord_token:
-        raise UsageError("the Slack and Discord adapters are not built yet (issues #4 and #5); "
-                         "unset SLACK_BOT_TOKEN / DISCORD_TOKEN to talk to Baton in the terminal playground")
     from bot import logs
 
+    if settings.slack_bot_token or settings.slack_signing_secret:
+        from adapters.slack import SlackConfig, SlackConfigError
+
+        try:
+            SlackConfig.from_settings(settings, engine.policy)  # every problem at once, before anything starts
+        except SlackConfigError as exc:
+            raise UsageError(str(exc)) from None
+        logs.configure(settings.log_level)
+        return asyncio.run(_serve(engine, settings))
+    if settings.discord_token:
+        raise UsageError("the Discord adapter is not built yet (issue #5); unset DISCORD_TOKEN to talk to Baton "
+                         "in the terminal playground, or configure Slack")
     logs.configure(settings.log_level if settings.log_level != "info" else "warning")
     return asyncio.run(_playground(engine, settings, timezone=args.tz))
+
+
+async def _open_store(settings: Settings) -> Store:
+    from bot.store import Store
+
+    store = Store(settings.database_url)
+    try:
+        await store.migrate()
+    except Exception as exc:  # an unreachable or unwritable database: say which, not a traceback
+        await store.close()
+        raise UsageError(f"cannot open the database {Store.describe(settings.database_url)}: {exc}") from None
+    return store
+
+
+async def _serve(engine: Engine, settings: Settings) -> int:
+    """Serve Slack until SIGTERM or Ctrl-C."""
+    import signal
+
+    from adapters.slack import SlackConfigError, serve
+    from bot.service import Service
+
+    store = await _open_store(settings)
+    task = asyncio.create_task(serve(Service(engine, store), settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        return 0
+    except SlackConfigError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        await store.close()
+    return 0
 
 
 async def _playground(engine: Engine, settings: Settings, *, timezone: str | None) -> int:
     from adapters.console import Console
     from bot.service import Service
-    from bot.store import Store
 
-    store = Store(settings.database_url)
+    store = await _open_store(settings)
     try:
-        try:
-            await store.migrate()
-        except Exception as exc:  # an unreachable or unwritable database: say which, not a traceback
-            raise UsageError(f"cannot open the database {Store.describe(settings.database_url)}: {exc}") from None
         console = Console(Service(engine, store), sys.stdin, sys.stdout, timezone=timezone)
         return await console.run()
     finally:

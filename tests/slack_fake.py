@@ -150,6 +150,36 @@ def slack_ts(at: datetime, n: int = 100) -> str:
     return f"{int(at.timestamp())}.{n:06d}"
 
 
+def envelope(event: dict[str, Any], *, event_id: str) -> dict[str, Any]:
+    """The Events API envelope of an event in the vendor's workspace."""
+    return {"token": "legacy", "team_id": HOST_TEAM, "context_team_id": HOST_TEAM, "api_app_id": "A0BATON",
+            "event": event, "type": "event_callback", "event_id": event_id, "event_time": int(time.time()),
+            "is_ext_shared_channel": event.get("channel") == SHARED,
+            "authorizations": [{"enterprise_id": None, "team_id": HOST_TEAM, "user_id": BOT_USER,
+                                "is_bot": True, "is_enterprise_install": False}],
+            "event_context": "4-eyJldCI6Im1lc3NhZ2UifQ"}
+
+
+def message_event(user: str, text: str, *, ts: str, thread_ts: str | None = None, channel: str = SHARED,
+                  kind: str = "message", **extra: Any) -> dict[str, Any]:
+    """A message as Slack sends it from a Slack Connect channel (``user_team`` is the author's team)."""
+    person = PEOPLE.get(user, {"team_id": HOST_TEAM, "real_name": user, "name": user})
+    event: dict[str, Any] = {
+        "type": kind, "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts,
+        "channel_type": "channel", "team": person["team_id"], "user_team": person["team_id"],
+        "source_team": person["team_id"],
+        "user_profile": {"real_name": person["real_name"], "display_name": "", "name": person["name"],
+                         "team": person["team_id"], "is_restricted": False, "is_ultra_restricted": False},
+        "blocks": [{"type": "rich_text", "block_id": "x", "elements": [
+            {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}]}],
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+        event["parent_user_id"] = user
+    event.update(extra)
+    return event
+
+
 class Harness:
     """The real adapter (Bolt app, Web API client, courier) over HTTP, against :class:`FakeSlack`."""
 
@@ -198,32 +228,12 @@ class Harness:
             return response.status
 
     def envelope(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-        return {"token": "legacy", "team_id": HOST_TEAM, "context_team_id": HOST_TEAM, "api_app_id": "A0BATON",
-                "event": event, "type": "event_callback", "event_id": event_id or f"Ev{next(self._events):08d}",
-                "event_time": int(time.time()), "is_ext_shared_channel": event.get("channel") == SHARED,
-                "authorizations": [{"enterprise_id": None, "team_id": HOST_TEAM, "user_id": BOT_USER,
-                                    "is_bot": True, "is_enterprise_install": False}],
-                "event_context": "4-eyJldCI6Im1lc3NhZ2UifQ"}
+        return envelope(event, event_id=event_id or f"Ev{next(self._events):08d}")
 
     def message_event(self, user: str, text: str, *, at: datetime | None = None, ts: str | None = None,
-                      thread_ts: str | None = None, channel: str = SHARED, kind: str = "message",
                       **extra: Any) -> dict[str, Any]:
-        person = PEOPLE.get(user, {"team_id": HOST_TEAM, "real_name": user, "name": user})
         ts = ts or (slack_ts(at, next(self._ts)) if at else f"{int(time.time())}.{next(self._ts):06d}")
-        event: dict[str, Any] = {
-            "type": kind, "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts,
-            "channel_type": "channel", "team": person["team_id"], "user_team": person["team_id"],
-            "source_team": person["team_id"],
-            "user_profile": {"real_name": person["real_name"], "display_name": "", "name": person["name"],
-                             "team": person["team_id"], "is_restricted": False, "is_ultra_restricted": False},
-            "blocks": [{"type": "rich_text", "block_id": "x", "elements": [
-                {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}]}],
-        }
-        if thread_ts:
-            event["thread_ts"] = thread_ts
-            event["parent_user_id"] = user
-        event.update(extra)
-        return event
+        return message_event(user, text, ts=ts, **extra)
 
     async def send_event(self, event: dict[str, Any], *, event_id: str | None = None,
                          headers: dict[str, str] | None = None, wait: bool = True) -> tuple[int, str]:

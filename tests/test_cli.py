@@ -86,10 +86,21 @@ def test_eval_reports_rates_per_category(tmp_path):
     assert report["calm_high_risk_signal_rate"] == 0.5
 
 
-def test_run_with_platform_tokens_says_the_adapters_are_not_built_yet(tmp_path):
-    result = baton("run", env={"SLACK_BOT_TOKEN": "xoxb-secret-value", "DISCORD_TOKEN": ""}, cwd=tmp_path)
-    assert result.returncode == 2 and "playground" in result.stderr
+def test_run_with_an_incomplete_slack_configuration_says_what_to_set(tmp_path):
+    result = baton("run", env={"SLACK_BOT_TOKEN": "xoxb-secret-value", "SLACK_SIGNING_SECRET": "",
+                               "BATON_CUSTOMER_CHANNELS": "", "BATON_INTERNAL_CHANNEL": "", "DISCORD_TOKEN": ""},
+                   cwd=tmp_path)
+    assert result.returncode == 2
+    for variable in ("SLACK_SIGNING_SECRET", "BATON_CUSTOMER_CHANNELS", "BATON_INTERNAL_CHANNEL"):
+        assert variable in result.stderr
     assert "xoxb-secret-value" not in result.stderr + result.stdout
+    assert not (tmp_path / "baton.db").exists()  # nothing started
+
+
+def test_run_with_only_a_discord_token_says_discord_is_not_built_yet(tmp_path):
+    result = baton("run", env={"SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": "", "DISCORD_TOKEN": "abc.def"},
+                   cwd=tmp_path)
+    assert result.returncode == 2 and "Discord" in result.stderr and "abc.def" not in result.stderr
 
 
 def test_migrate_creates_the_database_and_hides_passwords(tmp_path):
