@@ -272,7 +272,9 @@ class SlackAdapter:
                 return
             await self._message(event, bound)
         except Exception:
-            bound.exception("slack_event_failed")
+            bound.exception("slack_event_failed", event=event)  # the whole event, so nothing is lost
+            if key:
+                await self.service.store.forget_event(f"{PLATFORM}-event", key)
         finally:
             await self.tracker.done(key)
 

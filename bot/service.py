@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from sqlalchemy.exc import DBAPIError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from bot.engine import Engine
 from bot.handoff import Brief, Line, build_brief
@@ -88,10 +90,21 @@ class Service:
         # One message at a time per thread, so two quick messages never decide on the same state.
         key = (message.platform, message.workspace, message.channel, message.thread or message.event_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if message.author.role is not Role.customer:
-                return await self._from_company(message, bound)
-            return await self._from_customer(message, bound)
+        try:
+            async with lock:
+                # A database hiccup (a lock timeout, a dropped connection) is retried: the turn is
+                # stored in one transaction, so a retry never stores half of it twice.
+                async for attempt in AsyncRetrying(retry=retry_if_exception_type(DBAPIError), reraise=True,
+                                                   stop=stop_after_attempt(4), wait=wait_exponential(0.1, max=2)):
+                    with attempt:
+                        if message.author.role is not Role.customer:
+                            return await self._from_company(message, bound)
+                        return await self._from_customer(message, bound)
+        except Exception:
+            # Not handled: forget the event, so that a redelivery of it is handled rather than dropped.
+            await self.store.forget_event(message.platform, message.event_id)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def handle_edit(self, message: Message) -> Outcome:
         """A customer edited a message: decide on it again only if the new text raises the risk."""

@@ -160,6 +160,13 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -169,7 +176,15 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+        if make_url(url).get_backend_name() == "sqlite":
+            # SQLite has one writer at a time. One pooled connection makes tasks queue for it in
+            # order instead of failing with "database is locked" under load; WAL lets readers of
+            # other processes (``migrate``, a second tool) work beside it.
+            self.engine: AsyncEngine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0,
+                                                           pool_timeout=60, connect_args={"timeout": 30})
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
 
     @staticmethod
     def describe(url: str) -> str:
@@ -203,6 +218,11 @@ class Store:
             return True
         except IntegrityError:
             return False
+
+    async def forget_event(self, platform: str, event_id: str) -> None:
+        """Undo :meth:`record_event` for an event that could not be handled, so a redelivery is."""
+        async with self.engine.begin() as conn:
+            await conn.execute(inbox.delete().where((inbox.c.platform == platform) & (inbox.c.event_id == event_id)))
 
     # ---- conversations ----
 
@@ -247,8 +267,9 @@ class Store:
         return self._conversation(row) if row is not None else None
 
     async def prior_contacts(self, platform: str, customer_id: str, *, since: datetime,
-                             exclude: str | None = None) -> list[PriorContact]:
-        """The customer's conversations started since ``since`` (for the repeat-contact rule)."""
+                             exclude: str | None = None, limit: int = 50) -> list[PriorContact]:
+        """The customer's latest conversations started since ``since`` (for the repeat-contact rule),
+        oldest first; at most ``limit`` of them, so a very chatty customer costs no more than others."""
         query = sa.select(conversations.c.id, conversations.c.intent, conversations.c.state,
                           conversations.c.started_at).where(
             (conversations.c.platform == platform) & (conversations.c.customer_id == customer_id)
@@ -256,7 +277,8 @@ class Store:
         if exclude is not None:
             query = query.where(conversations.c.id != exclude)
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(query.order_by(conversations.c.started_at))).all()
+            rows = (await conn.execute(query.order_by(conversations.c.started_at.desc()).limit(limit))).all()
+        rows = rows[::-1]
         return [PriorContact(conversation_id=r.id, intent=r.intent, state=ConversationState(r.state),
                              started_at=_utc(r.started_at)) for r in rows]
 

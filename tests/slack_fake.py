@@ -63,6 +63,7 @@ class FakeSlack:
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: TestServer | None = None
+    _counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     async def start(self) -> str:
         app = web.Application()
@@ -81,6 +82,11 @@ class FakeSlack:
 
     def ok(self, method: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.status == 200 and (method is None or c.method == method)]
+
+    def count(self, method: str, channel: str | None = None) -> int:
+        """Successful calls of ``method`` (in ``channel``); cheap enough to wait on under load."""
+        counts = self._counts.get(method, {})
+        return sum(counts.values()) if channel is None else counts.get(channel, 0)
 
     def posts(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Messages posted, each with the ts Slack gave it (``posted_ts``)."""
@@ -106,6 +112,9 @@ class FakeSlack:
         status, headers, body = self._answer(method, args, request.headers.get("Authorization"))
         async with self._changed:
             self.calls.append(Call(method, args, status, time.monotonic(), body))
+            if status == 200 and isinstance(body, dict) and body.get("ok"):
+                per_channel = self._counts.setdefault(method, {})
+                per_channel[str(args.get("channel"))] = per_channel.get(str(args.get("channel")), 0) + 1
             self._changed.notify_all()
         if status == 500:
             return web.Response(status=500, text="<html>Internal Server Error</html>", content_type="text/html")

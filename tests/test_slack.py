@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -438,3 +439,26 @@ async def test_python_m_bot_serves_slack_from_the_environment(fake: tuple[FakeSl
     output = "".join(logged) + rest.decode()
     assert process.returncode == 0, output
     assert TOKEN not in output and SECRET not in output  # secrets never reach the logs
+
+
+SCOPES_FOR = {  # the bot scope each Web API method Baton calls needs (per Slack's method pages)
+    "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
+    "conversations_info": "channels:read", "users_info": "users:read", "chat_getPermalink": None,
+    "views_open": None, "auth_test": None,
+}
+
+
+def test_the_app_manifest_grants_what_the_adapter_uses():
+    root = Path(__file__).resolve().parent.parent
+    manifest = json.loads((root / "slack-manifest.json").read_text())
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    used = set(re.findall(r"self\.client\.(\w+)\(", (root / "adapters" / "slack.py").read_text()))
+    assert used <= set(SCOPES_FOR), f"add the scope of {used - set(SCOPES_FOR)} to SCOPES_FOR and the manifest"
+    assert {SCOPES_FOR[m] for m in used if SCOPES_FOR[m]} <= scopes
+    assert "chat:write.customize" in scopes  # staff replies show the agent's name
+    settings = manifest["settings"]
+    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "message.channels", "message.groups"}
+    assert {"channels:history", "groups:history", "app_mentions:read"} <= scopes  # what those events need
+    assert settings["interactivity"]["is_enabled"]
+    assert settings["interactivity"]["request_url"] == settings["event_subscriptions"]["request_url"]
+    assert settings["event_subscriptions"]["request_url"].endswith("/slack/events")
