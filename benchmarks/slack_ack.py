@@ -162,12 +162,12 @@ async def card_latency(fake: FakeSlack, port: int, cards: int) -> list[float]:
     base = int(time.time()) + 100_000
     async with ClientSession() as http:
         for i in range(cards):
-            before = fake.count("chat.postMessage", INTERNAL)  # the card is the first post of a handoff
+            before = fake.count("chat.postMessage", INTERNAL, top_level=True)  # cards, not thread replies
             body, headers = signed(message_event("U0ALEX", DISPUTE, ts=f"{base + i}.000001"), f"EvCARD{i:06d}")
             started = time.perf_counter()
             async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body, headers=headers) as r:
                 assert r.status == 200
-            await fake.wait_for(lambda f, n=before: f.count("chat.postMessage", INTERNAL) > n, 30)
+            await fake.wait_for(lambda f, n=before: f.count("chat.postMessage", INTERNAL, top_level=True) > n, 30)
             times.append(time.perf_counter() - started)
     return times
 

@@ -63,7 +63,7 @@ class FakeSlack:
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: TestServer | None = None
-    _counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    _counts: dict[str, dict[tuple[str, bool], int]] = field(default_factory=dict)
 
     async def start(self) -> str:
         app = web.Application()
@@ -83,10 +83,12 @@ class FakeSlack:
     def ok(self, method: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.status == 200 and (method is None or c.method == method)]
 
-    def count(self, method: str, channel: str | None = None) -> int:
-        """Successful calls of ``method`` (in ``channel``); cheap enough to wait on under load."""
+    def count(self, method: str, channel: str | None = None, *, top_level: bool = False) -> int:
+        """Successful calls of ``method`` (in ``channel``; only those outside threads if ``top_level``);
+        cheap enough to wait on under load."""
         counts = self._counts.get(method, {})
-        return sum(counts.values()) if channel is None else counts.get(channel, 0)
+        return sum(n for (c, threaded), n in counts.items()
+                   if (channel is None or c == channel) and not (top_level and threaded))
 
     def posts(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Messages posted, each with the ts Slack gave it (``posted_ts``)."""
@@ -114,7 +116,8 @@ class FakeSlack:
             self.calls.append(Call(method, args, status, time.monotonic(), body))
             if status == 200 and isinstance(body, dict) and body.get("ok"):
                 per_channel = self._counts.setdefault(method, {})
-                per_channel[str(args.get("channel"))] = per_channel.get(str(args.get("channel")), 0) + 1
+                key = (str(args.get("channel")), bool(args.get("thread_ts")))
+                per_channel[key] = per_channel.get(key, 0) + 1
             self._changed.notify_all()
         if status == 500:
             return web.Response(status=500, text="<html>Internal Server Error</html>", content_type="text/html")
@@ -204,6 +207,8 @@ class Harness:
         self.http: ClientSession | None = None
         self._events = itertools.count(1)
         self._ts = itertools.count(100)
+        self.last_response: str = ""
+        """The body of the last answer to a posted request (e.g. a modal's validation errors)."""
 
     async def start(self, *, courier: bool = True) -> None:
         await self.adapter.setup()
@@ -233,7 +238,7 @@ class Harness:
         async with self.http.post(self.url, data=body.encode(), headers={
             "Content-Type": content_type, "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": sig,
             **(headers or {})}) as response:
-            await response.read()
+            self.last_response = await response.text()
             return response.status
 
     def envelope(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:

@@ -195,6 +195,9 @@ async def test_the_guard_stops_a_staff_message_in_the_modal(slack: Harness):
     view = slack.fake.ok("views.open")[0].args["view"]
     before = len(slack.fake.posts(SHARED))
     assert await slack.submit("U0SAM", view, "Hi {{first_name}}, we escalated this to <!subteam^S0BILLING>") == 200
+    answer = json.loads(slack.last_response)  # the modal stays open and shows why
+    assert answer["response_action"] == "errors"
+    assert "placeholder" in answer["errors"]["message"] and "internal" in answer["errors"]["message"]
     await slack.settle()
     assert len(slack.fake.posts(SHARED)) == before
 
