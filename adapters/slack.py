@@ -171,6 +171,7 @@ class SlackAdapter:
         self.bot_id: str | None = None
         self.ready = False
         self._people: OrderedDict[str, Person] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[Person]] = {}
         self._timers: asyncio.Task[None] | None = None
         self._register()
 
@@ -333,25 +334,36 @@ class SlackAdapter:
         return html.unescape(text).strip()
 
     async def _person(self, user: str, team: str | None, profile: dict[str, Any] | None) -> Person:
-        """Who wrote: staff when their team is the installing workspace's, else a customer of that team."""
+        """Who wrote: staff when their team is the installing workspace's, else a customer of that team.
+
+        Looked up once per user (``users.info``, for the name and time zone) and kept; a burst of
+        messages from someone new shares one lookup."""
         cached = self._people.get(user)
-        if cached is None:
-            name, tz = None, None
-            try:
-                info = (await self.client.users_info(user=user))["user"]
-                name = (info.get("profile") or {}).get("display_name") or info.get("real_name") or info.get("name")
-                tz, team = info.get("tz"), team or info.get("team_id")
-            except (SlackApiError, ClientError, TimeoutError) as exc:
-                log.warning("users_info_failed", user=user, error=_error(exc))  # carry on without name and zone
-            if not name and profile:
-                name = profile.get("display_name") or profile.get("real_name") or profile.get("name")
-            staff = team is not None and team == self.team_id
-            cached = Person(id=user, name=name or None, role=Role.staff if staff else Role.customer,
-                            organisation=None if staff else team, timezone=tz)
-            self._people[user] = cached
-            while len(self._people) > 5000:
-                self._people.popitem(last=False)
-        return cached
+        if cached is not None:
+            return cached
+        pending = self._lookups.get(user)
+        if pending is None:
+            pending = self._lookups[user] = asyncio.ensure_future(self._look_up(user, team, profile))
+            pending.add_done_callback(lambda _: self._lookups.pop(user, None))
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, user: str, team: str | None, profile: dict[str, Any] | None) -> Person:
+        name, tz = None, None
+        try:
+            info = (await self.client.users_info(user=user))["user"]
+            name = (info.get("profile") or {}).get("display_name") or info.get("real_name") or info.get("name")
+            tz, team = info.get("tz"), team or info.get("team_id")
+        except (SlackApiError, ClientError, TimeoutError) as exc:
+            log.warning("users_info_failed", user=user, error=_error(exc))  # carry on without name and zone
+        if not name and profile:
+            name = profile.get("display_name") or profile.get("real_name") or profile.get("name")
+        staff = team is not None and team == self.team_id
+        person = Person(id=user, name=name or None, role=Role.staff if staff else Role.customer,
+                        organisation=None if staff else team, timezone=tz)
+        self._people[user] = person
+        while len(self._people) > 5000:
+            self._people.popitem(last=False)
+        return person
 
     # ---- inbound: interactions on the card ----
 

@@ -137,6 +137,9 @@ class FakeSlack:
             return 200, {}, {"ok": True, "channel": channel} if channel else {"ok": False, "error": "channel_not_found"}
         if method == "users.info":
             user = PEOPLE.get(args.get("user", ""))
+            if user is None and str(args.get("user", "")).startswith("U0C"):  # the benchmark's customers
+                user = {"name": args["user"].lower(), "real_name": f"Customer {args['user'][3:]}",
+                        "team_id": CUSTOMER_TEAM, "tz": "America/Chicago"}
             if user is None:
                 return 200, {}, {"ok": False, "error": "user_not_found"}
             return 200, {}, {"ok": True, "user": {"id": args["user"], **user,

@@ -465,3 +465,11 @@ def test_the_app_manifest_grants_what_the_adapter_uses():
     assert settings["interactivity"]["is_enabled"]
     assert settings["interactivity"]["request_url"] == settings["event_subscriptions"]["request_url"]
     assert settings["event_subscriptions"]["request_url"].endswith("/slack/events")
+
+
+async def test_a_burst_from_someone_new_looks_them_up_once(slack: Harness):
+    events = [slack.message_event("U0DANA", f"How do I export a transcript? ({i})") for i in range(8)]
+    await asyncio.gather(*(slack.send_event(e) for e in events))
+    await slack.settle()
+    assert len(slack.fake.ok("users.info")) == 1
+    assert len(slack.fake.posts(SHARED)) == 8
