@@ -151,7 +151,7 @@ class SlackAdapter:
     """The Slack edge. Construct, ``await setup()``, then ``start()`` and serve ``web_app()``."""
 
     def __init__(self, service: Service, config: SlackConfig, *, client: AsyncWebClient | None = None,
-                 courier_options: Mapping[str, Any] | None = None) -> None:
+                 courier_options: Mapping[str, Any] | None = None, workers: int = 8) -> None:
         self.service = service
         self.config = config
         self.client = client or AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=10)
@@ -172,6 +172,9 @@ class SlackAdapter:
         self.ready = False
         self._people: OrderedDict[str, Person] = OrderedDict()
         self._lookups: dict[str, asyncio.Future[Person]] = {}
+        self._working = asyncio.Semaphore(workers)
+        """Events worked on at once, after their acknowledgement: a burst queues here, cheaply, rather
+        than as hundreds of tasks contending for the database and the event loop."""
         self._timers: asyncio.Task[None] | None = None
         self._register()
 
@@ -268,10 +271,11 @@ class SlackAdapter:
         key = body.get("event_id")
         bound = log.bind(event_id=key, channel=event.get("channel"))
         try:
-            if key and not await self.service.store.record_event(f"{PLATFORM}-event", key):
-                bound.info("duplicate_event_dropped")  # a retry of an event already taken
-                return
-            await self._message(event, bound)
+            async with self._working:
+                if key and not await self.service.store.record_event(f"{PLATFORM}-event", key):
+                    bound.info("duplicate_event_dropped")  # a retry of an event already taken
+                    return
+                await self._message(event, bound)
         except Exception:
             bound.exception("slack_event_failed", event=event)  # the whole event, so nothing is lost
             if key:
