@@ -124,8 +124,11 @@ class Courier:
             timeout = self.idle_poll
             if upcoming is not None:
                 timeout = min(timeout, max(0.0, (upcoming - datetime.now(UTC)).total_seconds()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     # ---- delivery ----
 
