@@ -152,10 +152,11 @@ class Service:
                     actions.insert(0, Reply(text=thanks))
                 await self._enqueue(conversation.id, actions, source=f"csat:{message.event_id}")
                 return Outcome(conversation=conversation, actions=actions, state=ConversationState.resolved)
-            # A new customer message after "resolved" reopens the conversation.
-            await self.store.transition(conversation.id, ConversationState.open, cause="customer wrote again",
-                                        actor=message.author.id)
-            conversation = conversation.model_copy(update={"state": ConversationState.open, "awaiting": None})
+            # A new customer message after "resolved" reopens the conversation, as a fresh start: a
+            # new handoff gets a new card and a new owner.
+            await self.store.reopen(conversation.id, actor=message.author.id)
+            conversation = conversation.model_copy(update={"state": ConversationState.open, "awaiting": None,
+                                                           "claimed_by": None, "asked": ()})
 
         window = timedelta(days=self.policy.repeat_contact.window_days)
         prior = await self.store.prior_contacts(message.platform, message.author.id,
@@ -169,6 +170,8 @@ class Service:
                        if isinstance(a, OpenHandoff) else a for a in actions]
             if first:  # the transcript so far follows the card as replies in its thread
                 actions += [Note(text=f"{line.author} ({line.role}): {line.text}") for line in brief.transcript]
+            else:  # raised while handed over: the card shows the new brief
+                actions.append(CardUpdate())
         state = await self.store.save_turn(conversation, message, decision, actions,
                                            policy_version=self.policy.meta.version)
         self.wake()
@@ -204,7 +207,7 @@ class Service:
         won, owner = await self.store.claim(conversation_id, who)
         log.info("claim", conversation_id=conversation_id, staff=who, won=won, owner=owner)
         if won:
-            await self._enqueue(conversation_id, [CardUpdate()], source=f"claim:{conversation_id}")
+            await self._enqueue(conversation_id, [CardUpdate()], source=f"claim:{conversation_id}:{uuid.uuid4()}")
         return ClaimResult(won=won, owner=owner)
 
     async def loop_in(self, conversation_id: str, route: str, who: str) -> bool:

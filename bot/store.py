@@ -607,6 +607,15 @@ class Store:
                 cause="resolved", actor=actor, at=_now()))
         return True
 
+    async def reopen(self, conversation_id: str, *, actor: str) -> None:
+        """A resolved conversation the customer writes in again: open, with no owner, card or timer."""
+        async with self.engine.begin() as conn:
+            await conn.execute(conversations.update().where(conversations.c.id == conversation_id).values(
+                claimed_by=None, resolved_by=None, brief=None, card_channel=None, card_ts=None, sla_due=None,
+                sla_route=None, awaiting=None, asked=[], updated_at=_now()))
+            await self.transition(conversation_id, ConversationState.open, cause="customer wrote again",
+                                  actor=actor, conn=conn)
+
     async def record_csat(self, conversation_id: str, score: int) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(conversations.update().where(conversations.c.id == conversation_id)

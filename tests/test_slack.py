@@ -473,3 +473,20 @@ async def test_a_burst_from_someone_new_looks_them_up_once(slack: Harness):
     await slack.settle()
     assert len(slack.fake.ok("users.info")) == 1
     assert len(slack.fake.posts(SHARED)) == 8
+
+
+async def test_a_customer_writing_after_resolve_reopens_with_a_fresh_handoff(slack: Harness):
+    ts, conversation_id, card_ts = await open_dispute(slack)
+    await slack.click("U0SAM", blocks.CLAIM, conversation_id, card_ts)
+    await slack.click("U0SAM", blocks.RESOLVE, conversation_id, card_ts)
+    await slack.settle()
+    await slack.say("U0ALEX", "It happened again: you charged us twice AGAIN this month", thread_ts=ts)
+    await slack.settle()
+    cards = top_level(slack.fake.posts(INTERNAL))
+    assert len(cards) == 2  # a new card for the new handoff, unclaimed
+    conversation = await slack.service.store.get_conversation(conversation_id)
+    assert conversation is not None and conversation.state is ConversationState.escalated
+    assert conversation.claimed_by is None
+    await slack.click("U0KIM", blocks.CLAIM, conversation_id, cards[1]["posted_ts"])
+    await slack.settle()
+    assert "Claimed by <@U0KIM>" in text_of(slack.fake.ok("chat.update")[-1].args["blocks"])
