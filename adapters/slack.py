@@ -30,7 +30,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
-from bot.model import Message, Person, Role
+from bot.model import TO_CUSTOMER, AskDetails, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Courier, Parcel, RetryLater, Transient, Undeliverable
 from bot.policy import Policy
 from bot.service import Service
@@ -475,11 +475,12 @@ class SlackAdapter:
     async def _deliver(self, parcel: Parcel) -> dict[str, Any] | None:
         action, conversation, handoff = parcel.action, parcel.conversation, parcel.handoff
         internal = self.config.internal_channel
-        if action.kind in ("reply", "ask_details", "staff_reply"):
+        if action.kind in TO_CUSTOMER:  # the only kinds that ever post in a customer channel
+            assert isinstance(action, Reply | AskDetails | StaffReply)
             if conversation.channel == internal or conversation.channel not in self.config.customer_channels:
                 raise Undeliverable(f"{conversation.channel} is not a customer channel")
             extra: dict[str, Any] = {}
-            if action.kind == "staff_reply" and action.author_name:
+            if isinstance(action, StaffReply) and action.author_name:
                 extra["username"] = f"{action.author_name} (support)"
             response = await self.client.chat_postMessage(channel=conversation.channel, thread_ts=conversation.thread,
                                                           text=action.text, unfurl_links=False, **extra)

@@ -194,12 +194,6 @@ class Service:
                   for a in actions if a.kind in ("reply", "ask_details")]
         return build_brief(self.policy, conversation, decision, lines, opened_at=message.at)
 
-    async def brief(self, conversation: Conversation, decision: Decision, *, opened_at: datetime) -> Brief:
-        """The brief from the stored transcript (as it stands now)."""
-        lines = [Line(role=Role(r["role"]), author=r["author_name"] or r["author_id"], text=r["text"], at=r["at"])
-                 for r in await self.store.transcript(conversation.id)]
-        return build_brief(self.policy, conversation, decision, lines, opened_at=opened_at)
-
     # ---- staff actions on a handoff ----
 
     async def claim(self, conversation_id: str, who: str) -> ClaimResult:

@@ -131,7 +131,7 @@ class FakeSlack:
             return status, headers, {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
         if method == "auth.test":
             return 200, {}, {"ok": True, "team_id": HOST_TEAM, "team": "Notewise", "user_id": BOT_USER,
-                             "bot_id": BOT_ID, "url": "https://notewise.slack.com/"}
+                             "bot_id": BOT_ID, "url": "https://notewise.example/"}
         if method == "conversations.info":
             channel = self.channels.get(args.get("channel", ""))
             return 200, {}, {"ok": True, "channel": channel} if channel else {"ok": False, "error": "channel_not_found"}
@@ -155,7 +155,7 @@ class FakeSlack:
         if method == "chat.getPermalink":
             ts = str(args.get("message_ts", "")).replace(".", "")
             return 200, {}, {"ok": True, "channel": args.get("channel"),
-                             "permalink": f"https://notewise.slack.com/archives/{args.get('channel')}/p{ts}"}
+                             "permalink": f"https://notewise.example/archives/{args.get('channel')}/p{ts}"}
         if method == "views.open":
             return 200, {}, {"ok": True, "view": {"id": "V0MODAL", **args.get("view", {})}}
         return 200, {}, {"ok": False, "error": "unknown_method"}
@@ -286,7 +286,7 @@ class Harness:
             "channel": {"id": INTERNAL, "name": "support-handoffs"},
             "message": {"type": "message", "ts": card_ts, "text": "handoff", "user": BOT_USER, "bot_id": BOT_ID},
             "state": {"values": {}},
-            "response_url": "https://hooks.slack.com/actions/T0VENDOR/1/abc",
+            "response_url": "https://hooks.example/actions/T0VENDOR/1/abc",
             "actions": [{"action_id": action_id, "block_id": "baton_card_actions", "text": {"type": "plain_text",
                          "text": action_id}, "value": value, "type": "button", "action_ts": f"{time.time():.6f}"}],
         }
