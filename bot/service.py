@@ -147,7 +147,7 @@ class Service:
                 await self.store.record_message(conversation.id, message)
                 await self.store.record_csat(conversation.id, int(score.group(1)))
                 bound.info("csat", score=int(score.group(1)))
-                actions: list[Action] = [Note(text=f"CSAT from the customer: {score.group(1)}/5")]
+                actions: list[Action] = [Note(text=f"CSAT from the customer: {score.group(1)}/5"), CardUpdate()]
                 if thanks := self.policy.notices.csat_thanks:
                     actions.insert(0, Reply(text=thanks))
                 await self._enqueue(conversation.id, actions, source=f"csat:{message.event_id}")

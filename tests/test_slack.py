@@ -334,6 +334,7 @@ async def test_resolve_closes_the_conversation_and_asks_one_csat_question(slack:
     handoff = await slack.service.store.handoff(conversation_id)
     assert handoff is not None and handoff.csat == 5 and handoff.conversation.state is ConversationState.resolved
     assert in_thread(slack.fake.posts(SHARED), ts)[-1]["text"] == "Thank you for the feedback!"
+    assert "CSAT 5/5" in text_of(slack.fake.ok("chat.update")[-1].args["blocks"])  # shown on the card
 
 
 async def test_an_unclaimed_handoff_past_its_sla_is_repinged_and_moves_up_once(slack: Harness, bot: Engine):
