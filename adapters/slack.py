@@ -371,7 +371,7 @@ class SlackAdapter:
 
     # ---- inbound: interactions on the card ----
 
-    async def _staff_only(self, body: dict[str, Any]) -> str | None:
+    def _staff_only(self, body: dict[str, Any]) -> str | None:
         user = body.get("user") or {}
         if user.get("team_id") not in (None, self.team_id):
             return None
@@ -380,7 +380,7 @@ class SlackAdapter:
     async def _on_claim(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         try:
-            if (who := await self._staff_only(body)) is None:
+            if (who := self._staff_only(body)) is None:
                 return
             result = await self.service.claim(str(action["value"]), who)
             if not result.won:
@@ -392,7 +392,7 @@ class SlackAdapter:
     async def _on_loop_in(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         try:
-            if (who := await self._staff_only(body)) is None:
+            if (who := self._staff_only(body)) is None:
                 return
             route = str(action["action_id"]).split(":", 1)[1]
             if not await self.service.loop_in(str(action["value"]), route, who):
@@ -405,7 +405,7 @@ class SlackAdapter:
         try:
             conversation_id = str(action["value"])
             conversation = await self.service.store.get_conversation(conversation_id)
-            if conversation is None or await self._staff_only(body) is None:
+            if conversation is None or self._staff_only(body) is None:
                 return
             draft = await self.service.draft(conversation_id)
             view = blocks.send_modal(conversation_id, conversation.customer.name or "the customer", draft)
@@ -418,7 +418,7 @@ class SlackAdapter:
     async def _on_send_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         try:
             conversation = await self.service.store.get_conversation(view.get("private_metadata", ""))
-            who = await self._staff_only(body)
+            who = self._staff_only(body)
             text = (((view.get("state") or {}).get("values") or {}).get(blocks.MESSAGE_BLOCK) or {}) \
                 .get(blocks.MESSAGE_INPUT, {}).get("value") or ""
             if conversation is None or who is None:
@@ -438,7 +438,7 @@ class SlackAdapter:
     async def _on_resolve(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         try:
-            if (who := await self._staff_only(body)) is None:
+            if (who := self._staff_only(body)) is None:
                 return
             if not await self.service.resolve(str(action["value"]), who):
                 await self._ephemeral(body, who, "This conversation is already resolved.")

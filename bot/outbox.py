@@ -144,10 +144,11 @@ class Courier:
     async def _one(self, row: dict[str, Any]) -> bool:
         action = _ACTION.validate_python(row["payload"])
         bound = log.bind(conversation_id=row["conversation_id"], outbox_id=row["id"], kind=action.kind)
-        conversation = await self.store.get_conversation(row["conversation_id"])
-        assert conversation is not None  # the foreign key guarantees it
-        parcel = Parcel(id=row["id"], action=action, conversation=conversation,
-                        handoff=await self.store.handoff(conversation.id), attempts=row["attempts"])
+        found = await self.store.with_handoff(row["conversation_id"])
+        assert found is not None  # the foreign key guarantees it
+        conversation, handoff = found
+        parcel = Parcel(id=row["id"], action=action, conversation=conversation, handoff=handoff,
+                        attempts=row["attempts"])
         retrying = AsyncRetrying(stop=stop_after_attempt(self.attempts), wait=self._wait,
                                  retry=retry_if_exception(self._retry_here), reraise=True)
         try:

@@ -171,6 +171,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _outbox_row(conversation_id: str, action: Action, key: str, decision_id: int | None = None) -> dict[str, Any]:
+    """An outbox row for ``action``: pending (or ``held``, never sent, for what the guard stopped)."""
+    held = action.problems if isinstance(action, Hold) else None
+    return {"conversation_id": conversation_id, "decision_id": decision_id, "kind": action.kind,
+            "payload": action.model_dump(mode="json"), "key": key[:160],
+            "status": "pending" if held is None else "held", "attempts": 0, "not_before": _now(), "created_at": _now(),
+            "last_error": "; ".join(held) if held is not None else None}
+
+
 class Store:
     """The one way Baton reads and writes its database. Safe to share across tasks."""
 
@@ -372,11 +381,7 @@ class Store:
             await conn.execute(conversations.update().where(conversations.c.id == conversation.id).values(**update))
             for index, action in enumerate(actions):
                 await conn.execute(outbox.insert().values(
-                    conversation_id=conversation.id, decision_id=decision_id, kind=action.kind,
-                    payload=action.model_dump(mode="json"), key=f"{decision_id}:{index}:{action.kind}",
-                    status="held" if action.kind == "hold" else "pending", attempts=0, not_before=_now(),
-                    created_at=_now(), last_error="; ".join(action.problems) if isinstance(action, Hold) else None,
-                ))
+                    **_outbox_row(conversation.id, action, f"{decision_id}:{index}:{action.kind}", decision_id)))
             if decision.escalate and state in (ConversationState.open, ConversationState.gathering):
                 state = ConversationState.escalated
                 await self.transition(conversation.id, state, conn=conn,
@@ -429,10 +434,8 @@ class Store:
             async with self.engine.begin() as conn:
                 for index, action in enumerate(actions):
                     ids.append((await conn.execute(outbox.insert().values(
-                        conversation_id=conversation_id, decision_id=None, kind=action.kind,
-                        payload=action.model_dump(mode="json"), key=f"{source}:{index}:{action.kind}"[:160],
-                        status="pending", attempts=0, not_before=_now(), created_at=_now(),
-                    ).returning(outbox.c.id))).scalar_one())
+                        **_outbox_row(conversation_id, action, f"{source}:{index}:{action.kind}"))
+                        .returning(outbox.c.id))).scalar_one())
         except IntegrityError:
             return []
         return ids
@@ -509,23 +512,26 @@ class Store:
 
     async def handoff(self, conversation_id: str) -> Handoff | None:
         """The conversation's handoff (brief, internal card, SLA timer, loop-ins); ``None`` if it never had one."""
+        found = await self.with_handoff(conversation_id)
+        return found[1] if found is not None else None
+
+    async def with_handoff(self, conversation_id: str) -> tuple[Conversation, Handoff | None] | None:
+        """The conversation and its handoff, read together (what a delivery needs); ``None`` if no such one."""
         async with self.engine.begin() as conn:
             row = (await conn.execute(sa.select(conversations)
                                       .where(conversations.c.id == conversation_id))).mappings().first()
-            if row is None or row["brief"] is None:
+            if row is None:
                 return None
+            conversation = self._conversation(row)
+            if row["brief"] is None:
+                return conversation, None
             looped = (await conn.execute(sa.select(loop_ins).where(loop_ins.c.conversation_id == conversation_id)
                                          .order_by(loop_ins.c.id))).mappings().all()
-        return Handoff(
-            conversation=self._conversation(row), brief=row["brief"], card_channel=row["card_channel"],
+        return conversation, Handoff(
+            conversation=conversation, brief=row["brief"], card_channel=row["card_channel"],
             card_ts=row["card_ts"], sla_due=_utc(row["sla_due"]) if row["sla_due"] else None,
             sla_route=row["sla_route"], resolved_by=row["resolved_by"], csat=row["csat"],
             looped_in=tuple(LoopIn(route=r["route"], actor=r["actor"], at=_utc(r["at"])) for r in looped))
-
-    async def set_brief(self, conversation_id: str, brief: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
-                               .values(brief=brief))
 
     async def set_card(self, conversation_id: str, *, channel: str, ts: str) -> None:
         """Remember where the internal card was posted (its thread is the internal thread)."""
@@ -573,10 +579,7 @@ class Store:
                 actor="baton", at=_now()))
             for index, action in enumerate(actions):
                 await conn.execute(outbox.insert().values(
-                    conversation_id=conversation_id, decision_id=None, kind=action.kind,
-                    payload=action.model_dump(mode="json"),
-                    key=f"sla:{conversation_id}:{seen_due.isoformat()}:{index}"[:160],
-                    status="pending", attempts=0, not_before=_now(), created_at=_now()))
+                    **_outbox_row(conversation_id, action, f"sla:{conversation_id}:{seen_due.isoformat()}:{index}")))
         return True
 
     async def loop_in(self, conversation_id: str, route: str, actor: str) -> bool:
