@@ -15,10 +15,10 @@ import html
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import ClientError, web
@@ -30,8 +30,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
-from bot.model import TO_CUSTOMER, AskDetails, Message, Person, Reply, Role, StaffReply
-from bot.outbox import Courier, Parcel, RetryLater, Transient, Undeliverable
+from adapters.tracker import Tracker
+from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
+from bot.outbox import Courier, Parcel, RetryLater, Router, Transient, Transport, Undeliverable
 from bot.policy import Policy
 from bot.service import Service
 from bot.settings import Settings
@@ -71,14 +72,18 @@ class SlackConfig:
                 f"internal_channel={self.internal_channel!r}, api_url={self.api_url!r})")
 
     @classmethod
-    def from_settings(cls, settings: Settings, policy: Policy, environ: Mapping[str, str] | None = None) -> SlackConfig:
-        """Validate the configuration, listing every problem with what to set."""
+    def from_settings(cls, settings: Settings, policy: Policy, environ: Mapping[str, str] | None = None,
+                      *, customers_elsewhere: bool = False) -> SlackConfig:
+        """Validate the configuration, listing every problem with what to set.
+
+        ``customers_elsewhere``: customers are served on another platform (Discord), so Slack may be
+        the staff side only, with no customer channel of its own."""
         problems = []
         if settings.slack_bot_token is None:
             problems.append("SLACK_BOT_TOKEN is not set: the bot token (xoxb-...) from the app's OAuth page")
         if settings.slack_signing_secret is None:
             problems.append("SLACK_SIGNING_SECRET is not set: the app's signing secret (Basic Information page)")
-        if not settings.customer_channels:
+        if not settings.customer_channels and not customers_elsewhere:
             problems.append("BATON_CUSTOMER_CHANNELS is not set: the IDs (C...) of the Slack Connect channels "
                             "where customers are served, comma-separated")
         for channel in settings.customer_channels:
@@ -119,39 +124,23 @@ def route_groups(policy: Policy, environ: Mapping[str, str] | None = None) -> di
             for name, route in policy.routes.items()}
 
 
-class Tracker:
-    """Which requests the adapter has finished working on (Bolt acknowledges first and works after).
+class CustomerSide(Transport, Protocol):
+    """Another platform's customer side (Discord): delivers what reaches its customers, and links to
+    a conversation for the card."""
 
-    Tests await it instead of sleeping; it also counts what was handled."""
-
-    def __init__(self) -> None:
-        self._done: OrderedDict[str, None] = OrderedDict()
-        self._changed = asyncio.Condition()
-        self.handled = 0
-
-    async def done(self, key: str | None) -> None:
-        async with self._changed:
-            self.handled += 1
-            if key:
-                self._done[key] = None
-                while len(self._done) > 10_000:
-                    self._done.popitem(last=False)
-            self._changed.notify_all()
-
-    async def wait(self, key: str, timeout: float = 10.0) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: key in self._done), timeout)
-
-    async def wait_count(self, count: int, timeout: float = 10.0) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self.handled >= count), timeout)
+    def permalink(self, conversation: Conversation) -> str | None: ...
 
 
 class SlackAdapter:
-    """The Slack edge. Construct, ``await setup()``, then ``start()`` and serve ``web_app()``."""
+    """The Slack edge: customers in Slack Connect channels and, for every platform, the staff side.
+
+    Construct, ``await setup()``, then ``start()`` and serve ``web_app()``. ``elsewhere`` names the
+    other platforms' customer sides (``{"discord": ...}``): their handoffs get the same internal card,
+    and what staff send goes back through them."""
 
     def __init__(self, service: Service, config: SlackConfig, *, client: AsyncWebClient | None = None,
-                 courier_options: Mapping[str, Any] | None = None, workers: int = 8) -> None:
+                 courier_options: Mapping[str, Any] | None = None, workers: int = 8,
+                 elsewhere: Mapping[str, CustomerSide] | None = None) -> None:
         self.service = service
         self.config = config
         self.client = client or AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=10)
@@ -163,13 +152,17 @@ class SlackAdapter:
         # tracker has seen them, so every event that passed the signature check is accounted for.
         self.app = AsyncApp(signing_secret=config.signing_secret, client=self.client, authorize=authorize,
                             process_before_response=False, ignoring_self_events_enabled=False)
-        self.courier = Courier(service.store, self, delivered=service.delivered, **dict(courier_options or {}))
+        self.elsewhere = dict(elsewhere or {})
+        self.courier = Courier(service.store, Router(self, {PLATFORM: self, **self.elsewhere}),
+                               delivered=service.delivered, **dict(courier_options or {}))
         service.wake = self.courier.kick
         self.tracker = Tracker()
         self.team_id: str | None = None
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
         self.ready = False
+        self.health: list[Callable[[], bool]] = []
+        """More conditions for ``/healthz`` (the other platforms' adapters being connected)."""
         self._people: OrderedDict[str, Person] = OrderedDict()
         self._lookups: dict[str, asyncio.Future[Person]] = {}
         self._working = asyncio.Semaphore(workers)
@@ -252,7 +245,7 @@ class SlackAdapter:
         return await to_aiohttp_response(response)
 
     async def _health(self, _request: web.Request) -> web.Response:
-        if not self.ready:
+        if not self.ready or not all(check() for check in self.health):
             return web.json_response({"ok": False, "status": "starting"}, status=503)
         return web.json_response({"ok": True})
 
@@ -494,7 +487,7 @@ class SlackAdapter:
                 response = await self.client.chat_postMessage(channel=handoff.card_channel or internal,
                                                               thread_ts=handoff.card_ts, text=text)
                 return {"ts": response["ts"]}
-            permalink = await self._permalink(conversation.channel, conversation.thread)
+            permalink = await self._permalink(conversation)
             response = await self.client.chat_postMessage(
                 channel=internal, text=blocks.card_text(handoff, self.config.groups),
                 blocks=blocks.card(handoff, self.service.policy, self.config.groups, permalink=permalink))
@@ -502,7 +495,7 @@ class SlackAdapter:
         if handoff.card_ts is None:
             return {"skipped": "the handoff card is not posted"}
         if action.kind == "card":
-            permalink = await self._permalink(conversation.channel, conversation.thread)
+            permalink = await self._permalink(conversation)
             await self.client.chat_update(
                 channel=handoff.card_channel or internal, ts=handoff.card_ts,
                 text=blocks.card_text(handoff, self.config.groups),
@@ -510,7 +503,8 @@ class SlackAdapter:
             return {"ts": handoff.card_ts}
         if action.kind == "mirror":
             who = conversation.customer.name or conversation.customer.id
-            text = f"*{blocks.escape(who)}* (customer, new message): {blocks.escape(action.text)}"
+            where = "" if conversation.platform == PLATFORM else f" on {conversation.platform.capitalize()}"
+            text = f"*{blocks.escape(who)}* (customer{where}, new message): {blocks.escape(action.text)}"
         elif action.kind == "note":
             parts = [blocks.mention(self.config.groups.get(action.route)) if action.route else "",
                      blocks.mention(action.actor) if action.actor else "", blocks.escape(action.text)]
@@ -521,9 +515,14 @@ class SlackAdapter:
                                                       thread_ts=handoff.card_ts, text=text)
         return {"ts": response["ts"]}
 
-    async def _permalink(self, channel: str, ts: str) -> str | None:
+    async def _permalink(self, conversation: Conversation) -> str | None:
+        """A link to the customer's thread, on whichever platform it is."""
+        if conversation.platform != PLATFORM:
+            other = self.elsewhere.get(conversation.platform)
+            return other.permalink(conversation) if other is not None else None
         try:
-            return str((await self.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"])
+            return str((await self.client.chat_getPermalink(channel=conversation.channel,
+                                                            message_ts=conversation.thread))["permalink"])
         except (SlackApiError, ClientError, TimeoutError):
             return None
 
@@ -543,30 +542,3 @@ def _retry_after(headers: Mapping[str, Any]) -> float:
             with contextlib.suppress(ValueError):
                 return max(0.0, float(value))
     return 1.0
-
-
-async def serve(service: Service, settings: Settings, *, host: str = "0.0.0.0") -> None:
-    """Run the Slack adapter until cancelled: HTTP Events API on $PORT, or Socket Mode with SLACK_APP_TOKEN
-    (``/healthz`` is served on $PORT either way)."""
-    adapter = SlackAdapter(service, SlackConfig.from_settings(settings, service.policy))
-    await adapter.setup()
-    adapter.start()
-    runner = web.AppRunner(adapter.web_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, settings.port).start()
-    socket_mode = None
-    try:
-        if adapter.config.app_token:
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-
-            socket_mode = AsyncSocketModeHandler(adapter.app, adapter.config.app_token)
-            await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-            log.info("slack_socket_mode_connected", port=settings.port)
-        else:
-            log.info("slack_http_listening", port=settings.port, path="/slack/events")
-        await asyncio.Event().wait()
-    finally:
-        if socket_mode is not None:
-            await socket_mode.close_async()  # type: ignore[no-untyped-call]
-        await adapter.stop()
-        await runner.cleanup()

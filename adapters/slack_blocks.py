@@ -102,8 +102,8 @@ def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permali
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Customer*\n{who}"},
             {"type": "mrkdwn", "text": f"*Intent*\n{brief['intent']} (confidence {brief['confidence']:.2f})"},
-            {"type": "mrkdwn", "text": "*Customer's thread*\n" + (f"<{permalink}|open in Slack>" if permalink
-                                                                   else "-")},
+            {"type": "mrkdwn", "text": "*Customer's thread*\n" + (
+                f"<{permalink}|open in {conversation.platform.capitalize()}>" if permalink else "-")},
             {"type": "mrkdwn", "text": f"*Reply due by*\n{_when(brief.get('due'))}"},
         ]},
         _section(f"*Goal*\n>{escape(brief['goal']) or '-'}"),

@@ -152,20 +152,34 @@ def run(args: argparse.Namespace) -> int:
     engine = _engine(args, settings)  # fail fast on a bad policy or help center
     from bot import logs
 
-    if settings.slack_bot_token or settings.slack_signing_secret:
-        from adapters.slack import SlackConfig, SlackConfigError
-
-        try:
-            SlackConfig.from_settings(settings, engine.policy)  # every problem at once, before anything starts
-        except SlackConfigError as exc:
-            raise UsageError(str(exc)) from None
+    if settings.slack_bot_token or settings.slack_signing_secret or settings.discord_token:
+        _check_platforms(settings, engine)  # every problem at once, before anything starts
         logs.configure(settings.log_level)
         return asyncio.run(_serve(engine, settings))
-    if settings.discord_token:
-        raise UsageError("the Discord adapter is not built yet (issue #5); unset DISCORD_TOKEN to talk to Baton "
-                         "in the terminal playground, or configure Slack")
     logs.configure(settings.log_level if settings.log_level != "info" else "warning")
     return asyncio.run(_playground(engine, settings, timezone=args.tz))
+
+
+def _check_platforms(settings: Settings, engine: Engine) -> None:
+    from adapters.slack import SlackConfig, SlackConfigError
+
+    problems = []
+    if settings.discord_token:
+        from adapters.discord_gateway import DiscordConfig, DiscordConfigError
+
+        try:
+            DiscordConfig.from_settings(settings)
+        except DiscordConfigError as exc:
+            problems.append(str(exc))
+        if not (settings.slack_bot_token or settings.slack_signing_secret):
+            problems.append("Discord's handoffs go to an internal Slack channel, so Slack must be configured too: "
+                            "set SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and BATON_INTERNAL_CHANNEL")
+    try:
+        SlackConfig.from_settings(settings, engine.policy, customers_elsewhere=bool(settings.discord_token))
+    except SlackConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise UsageError("\n".join(dict.fromkeys(problems)))
 
 
 async def _open_store(settings: Settings) -> Store:
@@ -181,10 +195,12 @@ async def _open_store(settings: Settings) -> Store:
 
 
 async def _serve(engine: Engine, settings: Settings) -> int:
-    """Serve Slack until SIGTERM or Ctrl-C."""
+    """Serve Slack (and Discord) until SIGTERM or Ctrl-C."""
     import signal
 
-    from adapters.slack import SlackConfigError, serve
+    from adapters.discord_gateway import DiscordConfigError
+    from adapters.run import serve
+    from adapters.slack import SlackConfigError
     from bot.service import Service
 
     store = await _open_store(settings)
@@ -196,7 +212,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
         await task
     except asyncio.CancelledError:
         return 0
-    except SlackConfigError as exc:
+    except (SlackConfigError, DiscordConfigError) as exc:
         raise UsageError(str(exc)) from None
     finally:
         await store.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ import structlog
 from pydantic import TypeAdapter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
-from bot.model import Action, Conversation, Handoff
+from bot.model import TO_CUSTOMER, Action, Conversation, Handoff
 from bot.store import Store
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,24 @@ class Transport(Protocol):
 
         Raise :class:`RetryLater`, :class:`Transient` or :class:`Undeliverable`.
         """
+
+
+class Router:
+    """One outbox for every platform. What reaches a customer is delivered by the conversation's own
+    platform; everything staff see (the card, mirrored messages, notes) by the staff side."""
+
+    def __init__(self, staff: Transport, customers: Mapping[str, Transport]) -> None:
+        self.staff = staff
+        self.customers = dict(customers)
+
+    async def deliver(self, parcel: Parcel) -> dict[str, Any] | None:
+        if parcel.action.kind not in TO_CUSTOMER:
+            return await self.staff.deliver(parcel)
+        platform = parcel.conversation.platform
+        transport = self.customers.get(platform)
+        if transport is None:
+            raise Undeliverable(f"no {platform} adapter is running to reach this customer")
+        return await transport.deliver(parcel)
 
 
 Delivered = Callable[[Parcel, dict[str, Any] | None], Awaitable[None]]

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -142,6 +144,15 @@ loop_ins = _of_conversation(
     sa.Column("actor", sa.String(64), nullable=False),
     sa.Column("at", Stamp, nullable=False),
 )
+
+cursors = sa.Table(
+    "cursors", metadata,
+    sa.Column("platform", sa.String(32), primary_key=True),
+    sa.Column("place", sa.String(64), primary_key=True),
+    sa.Column("last_seen", sa.BigInteger, nullable=False),
+    sa.Column("at", Stamp, nullable=False),
+)
+"""The last message seen per place (a Discord channel or thread), so missed messages can be fetched."""
 
 inbox = sa.Table(
     "inbox", metadata,
@@ -623,6 +634,33 @@ class Store:
         async with self.engine.begin() as conn:
             await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
                                .values(csat=score, awaiting=None, updated_at=_now()))
+
+    async def recent_conversations(self, platform: str, *, since: datetime) -> list[Conversation]:
+        """The platform's conversations that are not resolved, or were active since ``since``."""
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(conversations).where(
+                (conversations.c.platform == platform)
+                & ((conversations.c.state != ConversationState.resolved.value) | (conversations.c.updated_at >= since)))
+                .order_by(conversations.c.updated_at))).mappings().all()
+        return [self._conversation(r) for r in rows]
+
+    # ---- cursors: the last message seen per place ----
+
+    async def advance_cursor(self, platform: str, place: str, seen: int) -> None:
+        """Remember ``seen`` as the last message seen in ``place``, unless a later one already is."""
+        async with self.engine.begin() as conn:
+            insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            statement = insert(cursors).values(platform=platform, place=place, last_seen=seen, at=_now())
+            await conn.execute(statement.on_conflict_do_update(
+                index_elements=[cursors.c.platform, cursors.c.place],
+                set_={"last_seen": statement.excluded.last_seen, "at": statement.excluded.at},
+                where=cursors.c.last_seen < statement.excluded.last_seen))
+
+    async def cursors_of(self, platform: str) -> dict[str, int]:
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(cursors.c.place, cursors.c.last_seen)
+                                       .where(cursors.c.platform == platform))).all()
+        return {place: int(seen) for place, seen in rows}
 
     # ---- rows to models ----
 

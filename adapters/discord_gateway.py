@@ -1,0 +1,523 @@
+"""Discord: customers in a company's Discord servers; staff work on the same internal Slack card.
+
+A thin edge over one discord.py ``AutoShardedClient``. Gateway messages in the configured support
+channels become platform-free messages; the bot answers in a thread on the customer's message (in a
+forum, in the post). What the outbox sends a Discord customer goes out through discord.py's REST
+client and its rate-limit buckets. Nothing here decides anything.
+
+No message is lost to a reconnect or a restart: the last message seen in each channel and thread is
+kept in the database, and after every READY and RESUMED what came after it is fetched and handled;
+the inbox's unique message id makes sure nothing is answered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+import discord
+import structlog
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters.tracker import Tracker
+from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
+from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
+from bot.service import Service
+from bot.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PLATFORM = "discord"
+DEFAULT_API_URL = "https://discord.com/api/v10"
+WEB_URL = "https://discord.com/channels"
+MESSAGE_LIMIT = 2000
+THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # a week: a quiet support thread stays in the channel's list
+RECENT = timedelta(days=14)
+"""Resolved conversations active this recently are still caught up (a CSAT answer, a reopening)."""
+THREAD_ALREADY_CREATED = 160004
+_SNOWFLAKE = re.compile(r"^\d{15,21}$")
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+_CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
+_CUSTOMER_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+INTENT_HELP = ("turn on the Message Content intent: Discord Developer Portal -> your application -> Bot -> "
+               "Privileged Gateway Intents -> Message Content Intent (a verified bot in 100 or more servers "
+               "must also be approved for it)")
+
+
+class DiscordConfigError(Exception):
+    """The Discord configuration cannot work; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    token: str
+    channels: frozenset[int]
+    """The support channels served (text, announcement or forum channels), by ID."""
+    staff_roles: frozenset[int]
+    """A member holding any of these roles is staff: their reply in a thread takes the conversation over."""
+    api_url: str = DEFAULT_API_URL
+    gateway_url: str | None = None
+
+    def __repr__(self) -> str:  # never print the token
+        return (f"DiscordConfig(channels={sorted(self.channels)}, staff_roles={sorted(self.staff_roles)}, "
+                f"api_url={self.api_url!r})")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiscordConfig:
+        """Validate the configuration, listing every problem with what to set."""
+        problems = []
+        if settings.discord_token is None:
+            problems.append("DISCORD_TOKEN is not set: the bot token from the Developer Portal (Bot -> Token)")
+        for variable, values, what in (("BATON_DISCORD_CHANNELS", settings.discord_channels, "support channels"),
+                                       ("BATON_DISCORD_STAFF_ROLES", settings.discord_staff_roles, "staff roles")):
+            if not values:
+                why = ("where customers are served" if what == "support channels"
+                       else "without them every member, your staff included, counts as a customer")
+                problems.append(f"{variable} is not set: the IDs of the {what}, comma-separated ({why}; "
+                                "Discord: Settings -> Advanced -> Developer Mode, then right-click -> Copy ID)")
+            problems += [f"{variable}: {v!r} is not a Discord ID (a number such as 1234567890123456789)"
+                         for v in values if not _SNOWFLAKE.match(v)]
+        if problems:
+            raise DiscordConfigError("the Discord configuration is incomplete:\n  - " + "\n  - ".join(problems))
+        assert settings.discord_token is not None
+        return cls(token=settings.discord_token.get_secret_value(),
+                   channels=frozenset(int(c) for c in settings.discord_channels),
+                   staff_roles=frozenset(int(r) for r in settings.discord_staff_roles),
+                   api_url=(settings.discord_api_url or DEFAULT_API_URL).rstrip("/"),
+                   gateway_url=settings.discord_gateway_url)
+
+
+def intents() -> discord.Intents:
+    """Servers, their messages and the messages' text (Message Content, a privileged intent). Not members."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+class BatonClient(discord.AutoShardedClient):
+    """discord.py's client, sharded as Discord advises; it only hands events to the adapter."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none(),
+                         chunk_guilds_at_startup=False, **options)
+        self.adapter = adapter
+
+    async def setup_hook(self) -> None:
+        await self.adapter.setup()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        await self.adapter.on_edit(payload.message, payload.data.get("edited_timestamp"))
+
+    async def on_thread_create(self, thread: discord.Thread) -> None:
+        self.adapter.remember_thread(thread.id, thread.parent_id)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        self.adapter.catch_up(f"ready:{shard_id}")
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self.adapter.catch_up(f"resumed:{shard_id}")
+
+
+class DiscordAdapter:
+    """The Discord edge. Construct, ``await start()`` (log in, check, connect), ``await stop()``.
+
+    It is the outbox's transport for Discord customers and gives the Slack card its link."""
+
+    def __init__(self, service: Service, config: DiscordConfig, *, workers: int = 8, **client_options: Any) -> None:
+        self.service = service
+        self.config = config
+        self.client = BatonClient(self, **client_options)
+        self.tracker = Tracker()
+        self.ready = False
+        self.content_missing = 0
+        """Messages that arrived with no content at all: the Message Content intent is not granted."""
+        self._working = asyncio.Semaphore(workers)
+        self._forums: set[int] = set()
+        self._guilds: dict[int, int] = {}
+        """Served channel -> its server."""
+        self._parents: OrderedDict[int, int | None] = OrderedDict()
+        """Thread (or any channel seen) -> the served channel it belongs to; ``None``: not served."""
+        self._threads_made: OrderedDict[int, None] = OrderedDict()
+        self._roles: OrderedDict[tuple[int, int], frozenset[int]] = OrderedDict()
+        self._connection: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        self._again = False
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Log in and check the configuration (raises :class:`DiscordConfigError`), then connect in the
+        background; :attr:`closed` ends when the gateway gives up."""
+        Route.BASE = self.config.api_url
+        if self.config.gateway_url:
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
+        try:
+            await self.client.login(self.config.token)
+        except discord.LoginFailure:
+            await self.client.close()
+            raise DiscordConfigError("Discord refused the bot token: check DISCORD_TOKEN") from None
+        except (aiohttp.ClientError, OSError, discord.HTTPException) as exc:
+            await self.client.close()
+            raise DiscordConfigError(f"cannot reach the Discord API at {self.config.api_url}: {exc}") from None
+        except DiscordConfigError:
+            await self.client.close()
+            raise
+        self._connection = asyncio.create_task(self._connect(), name="baton-discord-gateway")
+
+    @property
+    def closed(self) -> asyncio.Task[None]:
+        assert self._connection is not None, "start() first"
+        return self._connection
+
+    async def _connect(self) -> None:
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            raise DiscordConfigError("Discord refused the gateway connection because the bot asks for the "
+                                     f"Message Content intent, which it is not allowed: {INTENT_HELP}") from None
+
+    async def stop(self) -> None:
+        for task in (self._catching_up, self._connection):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.client.close()
+
+    async def setup(self) -> None:
+        """After login, before the gateway: the intent, and whether each support channel can work."""
+        flags = self.client.application_flags
+        if not (flags.gateway_message_content or flags.gateway_message_content_limited):
+            raise DiscordConfigError(f"the bot cannot read what customers write: {INTENT_HELP}")
+        if self.config.gateway_url and self.client.shard_count is None:
+            # discord.py takes the gateway's address from GET /gateway/bot unless the shard count is set.
+            self.client.shard_count, _url, _limits = await self.client.http.get_bot_gateway()
+        problems = []
+        cursors = await self.service.store.cursors_of(PLATFORM)
+        for channel_id in sorted(self.config.channels):
+            try:
+                channel = await self.client.fetch_channel(channel_id)
+            except (discord.NotFound, discord.Forbidden) as exc:
+                problems.append(f"BATON_DISCORD_CHANNELS: the bot cannot see channel {channel_id} "
+                                f"({exc.text or exc.status}); check the ID and the bot's View Channel permission")
+                continue
+            if not isinstance(channel, discord.TextChannel | discord.ForumChannel):
+                problems.append(f"BATON_DISCORD_CHANNELS: {channel_id} is a {type(channel).__name__}; serve text, "
+                                "announcement or forum channels")
+                continue
+            self._guilds[channel_id] = channel.guild.id
+            if isinstance(channel, discord.ForumChannel):
+                self._forums.add(channel_id)
+            if str(channel_id) not in cursors:  # first start: what was written before Baton came is history
+                await self.service.store.advance_cursor(PLATFORM, str(channel_id),
+                                                        channel.last_message_id or _snowflake(datetime.now(UTC)))
+        if problems:
+            raise DiscordConfigError("the Discord configuration cannot work:\n  - " + "\n  - ".join(problems))
+        self.ready = True
+        log.info("discord_ready", bot_user=self.client.user and self.client.user.id,
+                 channels=sorted(self.config.channels), forums=sorted(self._forums))
+
+    # ---- inbound ----
+
+    async def on_message(self, message: discord.Message) -> None:
+        bound = log.bind(event_id=str(message.id), channel=str(message.channel.id))
+        try:
+            async with self._working:
+                await self._message(message, bound)
+        except Exception:
+            bound.exception("discord_message_failed", guild=message.guild and message.guild.id,
+                            author=message.author.id, content=message.content)  # all of it, so nothing is lost
+        finally:
+            await self.tracker.done(str(message.id))
+
+    async def _message(self, message: discord.Message, bound: Any) -> None:
+        place = await self._place(message.channel)
+        if place is None:
+            return  # not a support channel, nor a thread in one: not ours
+        parent, thread = place
+        me = self.client.user
+        if message.author.bot or message.webhook_id or (me is not None and message.author.id == me.id) \
+                or message.type not in _CUSTOMER_TYPES:
+            await self._seen(message, parent)
+            return  # bots (ourselves included), webhooks, system messages: on purpose, no reply and no loop
+        translated = await self.translate(message, parent=parent, thread=thread)
+        if translated is None:
+            self.content_missing += 1
+            bound.error("discord_message_content_missing", author=message.author.id,
+                        hint=f"a customer's message arrived with no text: {INTENT_HELP}")
+            return
+        outcome = await self.service.handle(translated)
+        if outcome.ignored:
+            bound.info("message_ignored", reason=outcome.ignored)
+        await self._seen(message, parent)
+
+    async def on_edit(self, message: discord.Message, edited_at: str | None) -> None:
+        """A customer edited a message: decided again only if it raises the risk."""
+        if not edited_at:
+            return  # an embed or attachment update, not an edit
+        try:
+            place = await self._place(message.channel)
+            if place is None or message.author.bot or message.webhook_id:
+                return
+            translated = await self.translate(message, parent=place[0], thread=place[1],
+                                              event_id=f"{message.id}:edit:{edited_at}")
+            if translated is not None and translated.author.role is Role.customer:
+                outcome = await self.service.handle_edit(translated)
+                log.info("edit", event_id=translated.event_id, ignored=outcome.ignored)
+        except Exception:
+            log.exception("discord_edit_failed", event_id=str(message.id), content=message.content)
+        finally:
+            await self.tracker.done(f"{message.id}:edit")
+
+    async def _seen(self, message: discord.Message, parent: int) -> None:
+        await self.service.store.advance_cursor(PLATFORM, str(message.channel.id), message.id)
+        if parent in self._forums:  # a forum's cursor is its newest post (a post's id is its thread's)
+            await self.service.store.advance_cursor(PLATFORM, str(parent), message.channel.id)
+
+    async def translate(self, message: discord.Message, *, parent: int, thread: int | None,
+                        event_id: str | None = None) -> Message | None:
+        """A Discord message as a platform-free :class:`Message`; ``None`` when it carries no content at
+        all, which is what Discord sends a bot that lacks the Message Content intent."""
+        if not (message.content or message.attachments or message.embeds or message.stickers or message.poll):
+            return None
+        guild = message.guild.id if message.guild else self._guilds.get(parent, 0)
+        return Message(platform=PLATFORM, workspace=str(guild), channel=str(parent),
+                       thread=str(thread if thread is not None else message.id),
+                       author=await self._person(message, guild), text=self.text_of(message),
+                       at=message.created_at, event_id=event_id or str(message.id))
+
+    def text_of(self, message: discord.Message) -> str:
+        """What the customer wrote, as they see it: our own mention dropped, others' names and files shown."""
+        me = self.client.user.id if self.client.user else None
+        users = {m.id: m.display_name for m in message.mentions}
+        roles = {r.id: r.name for r in message.role_mentions}
+        channels = {c.id: getattr(c, "name", str(c.id)) for c in message.channel_mentions}
+        text = _USER_MENTION.sub(lambda m: "" if int(m.group(1)) == me else "@" + users.get(int(m.group(1)), "user"),
+                                 message.content)
+        text = _ROLE_MENTION.sub(lambda m: "@" + roles.get(int(m.group(1)), "role"), text)
+        text = _CHANNEL_MENTION.sub(lambda m: "#" + channels.get(int(m.group(1)), "channel"), text)
+        text = _CUSTOM_EMOJI.sub(r":\1:", text)
+        files = [f"[attachment: {a.filename}]" for a in message.attachments]
+        files += [f"[sticker: {s.name}]" for s in message.stickers]
+        return "\n".join(part for part in [text.strip(), *files] if part)
+
+    async def _person(self, message: discord.Message, guild: int) -> Person:
+        """Staff when they hold a staff role. A gateway message carries the member's roles; a fetched
+        one (catching up) does not, so the member is looked up once and kept."""
+        author = message.author
+        if isinstance(author, discord.Member):
+            roles = frozenset(role.id for role in author.roles)
+        else:
+            roles = await self._member_roles(guild, author.id)
+        staff = bool(roles & self.config.staff_roles)
+        return Person(id=str(author.id), name=author.display_name, role=Role.staff if staff else Role.customer)
+
+    async def _member_roles(self, guild: int, user: int) -> frozenset[int]:
+        key = (guild, user)
+        if (cached := self._roles.get(key)) is None:
+            try:
+                member = await self.client.http.get_member(guild, user)
+                cached = frozenset(int(r) for r in member.get("roles", ()))
+            except discord.NotFound:
+                cached = frozenset()  # left the server: a customer's message all the same
+            _remember(self._roles, key, cached)
+        return cached
+
+    async def _place(self, channel: Any) -> tuple[int, int | None] | None:
+        """(served channel, thread or ``None`` for the channel itself) for a message's channel, or
+        ``None`` when it is not served. A thread discord.py has not cached is looked up once."""
+        if channel.id in self.config.channels:
+            return channel.id, None
+        if isinstance(channel, discord.Thread):
+            parent: int | None = channel.parent_id
+        elif isinstance(channel, discord.abc.GuildChannel) or isinstance(channel, discord.DMChannel):
+            return None
+        elif channel.id in self._parents:
+            parent = self._parents[channel.id]
+        else:
+            try:
+                fetched = await self.client.fetch_channel(channel.id)
+                parent = fetched.parent_id if isinstance(fetched, discord.Thread) else None
+            except (discord.NotFound, discord.Forbidden):
+                parent = None
+            self.remember_thread(channel.id, parent)
+        return (parent, channel.id) if parent in self.config.channels else None
+
+    def remember_thread(self, thread: int, parent: int | None) -> None:
+        _remember(self._parents, thread, parent)
+
+    # ---- catching up after a reconnect or a restart ----
+
+    def catch_up(self, reason: str) -> None:
+        """Fetch and handle what was missed, in the background; one catch-up at a time, and one more if
+        asked again meanwhile."""
+        if self._catching_up is not None and not self._catching_up.done():
+            self._again = True
+            return
+        self._catching_up = asyncio.create_task(self._catch_up_loop(reason), name="baton-discord-catch-up")
+
+    async def _catch_up_loop(self, reason: str) -> None:
+        while True:
+            self._again = False
+            try:
+                handled = await self.catch_up_now()
+                log.info("discord_caught_up", reason=reason, messages=handled)
+            except Exception:
+                log.exception("discord_catch_up_failed", reason=reason)
+            if not self._again:
+                return
+
+    async def catch_up_now(self) -> int:
+        """Handle every message after the last one seen: in the support channels, in new forum posts and
+        in the threads of recent conversations. Returns how many messages were fetched."""
+        cursors = await self.service.store.cursors_of(PLATFORM)
+        places: dict[int, int] = {}
+        for channel_id in self.config.channels - self._forums:
+            if (seen := cursors.get(str(channel_id))) is not None:
+                places[channel_id] = seen
+        since = datetime.now(UTC) - RECENT
+        for conversation in await self.service.store.recent_conversations(PLATFORM, since=since):
+            thread = int(conversation.thread)
+            cached = self.client.get_channel(thread)
+            seen = cursors.get(str(thread), thread)  # a thread's first message comes after its starter
+            if isinstance(cached, discord.Thread) and cached.last_message_id is not None \
+                    and cached.last_message_id <= seen:
+                continue  # nothing new there: no need to ask
+            places[thread] = seen
+        for thread_id, seen in await self._new_forum_posts(cursors):
+            places.setdefault(thread_id, seen)
+        fetched = 0
+        for place, seen in places.items():
+            async for message in self._history(place, after=seen):
+                fetched += 1
+                await self.on_message(message)
+        return fetched
+
+    async def _new_forum_posts(self, cursors: dict[str, int]) -> list[tuple[int, int]]:
+        """Forum posts made since the newest one seen (a post is a thread; its first message has its id)."""
+        found = []
+        for guild in {self._guilds[f] for f in self._forums}:
+            active = await self.client.http.get_active_threads(guild)
+            for thread in active.get("threads", ()):
+                parent, thread_id = int(thread.get("parent_id") or 0), int(thread["id"])
+                if parent in self._forums and thread_id > cursors.get(str(parent), 0):
+                    self.remember_thread(thread_id, parent)
+                    found.append((thread_id, thread_id - 1))
+        return found
+
+    async def _history(self, place: int, *, after: int) -> AsyncIterator[discord.Message]:
+        cached = self.client.get_channel(place)
+        channel: discord.abc.Messageable
+        if isinstance(cached, discord.TextChannel | discord.Thread):
+            channel = cached
+        else:
+            parent = self._parents.get(place) or place
+            channel = self.client.get_partial_messageable(place, guild_id=self._guilds.get(parent))
+        try:
+            async for message in channel.history(limit=None, after=discord.Object(after), oldest_first=True):
+                yield message
+        except (discord.NotFound, discord.Forbidden) as exc:
+            log.warning("discord_history_unavailable", place=place, error=exc.text or exc.status)
+
+    # ---- outbound: the outbox's transport for Discord customers ----
+
+    def permalink(self, conversation: Conversation) -> str:
+        """The customer's first message (for a forum post, the post)."""
+        channel = conversation.thread if int(conversation.channel) in self._forums else conversation.channel
+        return f"{WEB_URL}/{conversation.workspace}/{channel}/{conversation.thread}"
+
+    async def deliver(self, parcel: Parcel) -> dict[str, Any] | None:
+        """Post one outbox action in the customer's thread; errors become the courier's retry signals.
+        discord.py waits out the rate-limit buckets itself; a longer wait is handed back to the outbox."""
+        try:
+            return await self._deliver(parcel)
+        except discord.RateLimited as exc:
+            raise RetryLater("rate limited", exc.retry_after) from None
+        except discord.HTTPException as exc:
+            if exc.status == 429:
+                raise RetryLater(f"rate limited ({exc.text})", 5.0) from None
+            if exc.status >= 500:
+                raise Transient(f"HTTP {exc.status} {exc.text}") from None
+            raise Undeliverable(f"HTTP {exc.status} (code {exc.code}): {exc.text}") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Transient(f"{type(exc).__name__}: {exc}") from None
+
+    async def _deliver(self, parcel: Parcel) -> dict[str, Any] | None:
+        action, conversation = parcel.action, parcel.conversation
+        if action.kind not in TO_CUSTOMER:
+            raise Undeliverable(f"Discord delivers only what reaches the customer, not {action.kind!r}")
+        assert isinstance(action, Reply | AskDetails | StaffReply)
+        if conversation.platform != PLATFORM or int(conversation.channel) not in self.config.channels:
+            raise Undeliverable(f"{conversation.channel} is not a served Discord channel")
+        thread = await self._thread_for(conversation)
+        text = action.text
+        if isinstance(action, StaffReply) and action.author_name:
+            text = f"**{discord.utils.escape_markdown(action.author_name)}** (support): {text}"
+        channel = self.client.get_partial_messageable(thread, guild_id=int(conversation.workspace),
+                                                      type=discord.ChannelType.public_thread)
+        sent = None
+        for part in _chunks(text, MESSAGE_LIMIT):
+            sent = await channel.send(part, allowed_mentions=discord.AllowedMentions.none(), suppress_embeds=True)
+        assert sent is not None
+        return {"message_id": str(sent.id), "thread": str(thread)}
+
+    async def _thread_for(self, conversation: Conversation) -> int:
+        """The thread to answer in, opened on the customer's message the first time. A thread opened
+        on a message has that message's id; a forum post is a thread already."""
+        thread, parent = int(conversation.thread), int(conversation.channel)
+        if parent in self._forums or thread in self._threads_made or isinstance(self.client.get_channel(thread),
+                                                                                 discord.Thread):
+            return thread
+        name = f"{conversation.customer.name or 'Customer'} · support"[:100]
+        try:
+            await self.client.http.start_thread_with_message(parent, thread, name=name,
+                                                             auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+        except discord.HTTPException as exc:
+            if exc.code != THREAD_ALREADY_CREATED:
+                raise
+        _remember(self._threads_made, thread, None)
+        self.remember_thread(thread, parent)
+        return thread
+
+
+def _chunks(text: str, size: int) -> Iterable[str]:
+    """``text`` in parts of at most ``size`` characters, cut at a line break or space where possible."""
+    while len(text) > size:
+        cut = max(text.rfind("\n", 0, size), text.rfind(" ", 0, size))
+        cut = cut if cut > size // 2 else size
+        yield text[:cut].rstrip()
+        text = text[cut:].lstrip()
+    yield text
+
+
+def _snowflake(at: datetime) -> int:
+    """The smallest Discord ID of something made at ``at``."""
+    return discord.utils.time_snowflake(at)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(cache: OrderedDict[K, V], key: K, value: V, limit: int = 10_000) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
