@@ -159,6 +159,8 @@ class DiscordAdapter:
         self._connection: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._again = False
+        self.catch_ups = 0
+        """Catch-ups finished; each is marked ``catch-up:<n>`` on the tracker."""
 
     # ---- lifecycle ----
 
@@ -381,6 +383,8 @@ class DiscordAdapter:
                 log.info("discord_caught_up", reason=reason, messages=handled)
             except Exception:
                 log.exception("discord_catch_up_failed", reason=reason)
+            self.catch_ups += 1
+            await self.tracker.done(f"catch-up:{self.catch_ups}")
             if not self._again:
                 return
 

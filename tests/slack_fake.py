@@ -198,12 +198,13 @@ def message_event(user: str, text: str, *, ts: str, thread_ts: str | None = None
 class Harness:
     """The real adapter (Bolt app, Web API client, courier) over HTTP, against :class:`FakeSlack`."""
 
-    def __init__(self, service: Service, fake: FakeSlack, api_url: str, **courier: Any) -> None:
+    def __init__(self, service: Service, fake: FakeSlack, api_url: str, *,
+                 elsewhere: dict[str, Any] | None = None, **courier: Any) -> None:
         config = SlackConfig(bot_token=TOKEN, signing_secret=SECRET, customer_channels=frozenset({SHARED}),
                              internal_channel=INTERNAL, api_url=api_url, groups=GROUPS)
         self.client = AsyncWebClient(token=TOKEN, base_url=api_url)
         self.adapter = SlackAdapter(service, config, client=self.client,
-                                    courier_options={"backoff": 0.0, **courier})
+                                    courier_options={"backoff": 0.0, **courier}, elsewhere=elsewhere)
         self.service = service
         self.fake = fake
         self.server: TestServer | None = None

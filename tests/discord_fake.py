@@ -1,0 +1,327 @@
+"""A local fake of Discord: the REST endpoints Baton uses and a gateway, on 127.0.0.1.
+
+The real discord.py client logs in against it (``Route.BASE`` and ``DEFAULT_GATEWAY`` point here),
+receives HELLO, READY and GUILD_CREATE, heartbeats, and is sent MESSAGE_CREATE and the like as Discord
+sends them: the payloads below follow the shapes of recorded Discord payloads (API v10). A message can
+also be put in a channel's history without being sent on the gateway, as if the bot had been away;
+``reconnect()`` makes the client RESUME its session. REST answers carry exactly
+``Content-Type: application/json`` (discord.py rejects ``; charset=utf-8``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import discord
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+TOKEN = "discord-bot-token-for-tests.secret"
+GUILD = 1180000000000000001
+APP = BOT = 1180000000000000002
+SUPPORT = 1180000000000000010  # a text channel served
+FORUM = 1180000000000000011  # a forum channel served
+LOUNGE = 1180000000000000012  # a text channel not served
+STAFF_ROLE = 1180000000000000020
+MEMBER_ROLE = 1180000000000000021
+DANA, RIO, SAM = 1180000000000000100, 1180000000000000101, 1180000000000000102
+PEOPLE: dict[int, dict[str, Any]] = {
+    DANA: {"username": "dana.w", "global_name": "Dana", "roles": [MEMBER_ROLE]},
+    RIO: {"username": "rio_k", "global_name": "Rio", "roles": []},
+    SAM: {"username": "sam.support", "global_name": "Sam (Notewise)", "roles": [STAFF_ROLE, MEMBER_ROLE]},
+}
+MESSAGE_CONTENT = 1 << 15
+CONTENT_LIMITED = 1 << 19
+
+
+def iso(at: datetime | None = None) -> str:
+    return (at or datetime.now(UTC)).isoformat()
+
+
+def user(uid: int) -> dict[str, Any]:
+    if uid == BOT:
+        return {"id": str(BOT), "username": "Baton", "global_name": None, "discriminator": "4242", "avatar": None,
+                "bot": True, "public_flags": 0, "flags": 0}
+    person = PEOPLE[uid]
+    return {"id": str(uid), "username": person["username"], "global_name": person["global_name"],
+            "discriminator": "0", "avatar": None, "public_flags": 0, "flags": 0, "banner": None,
+            "accent_color": None, "avatar_decoration_data": None, "clan": None}
+
+
+def member(uid: int) -> dict[str, Any]:
+    return {"roles": [str(r) for r in PEOPLE.get(uid, {}).get("roles", [])], "nick": None, "avatar": None,
+            "premium_since": None, "joined_at": "2025-03-01T12:00:00.000000+00:00", "pending": False,
+            "communication_disabled_until": None, "flags": 0, "mute": False, "deaf": False}
+
+
+def text_channel(cid: int, name: str, *, last_message_id: int | None = None) -> dict[str, Any]:
+    return {"id": str(cid), "type": 0, "guild_id": str(GUILD), "name": name, "position": 1, "parent_id": None,
+            "topic": "Ask us anything", "nsfw": False, "last_message_id": str(last_message_id) if last_message_id
+            else None, "rate_limit_per_user": 0, "permission_overwrites": [], "flags": 0}
+
+
+def forum_channel(cid: int, name: str) -> dict[str, Any]:
+    return {"id": str(cid), "type": 15, "guild_id": str(GUILD), "name": name, "position": 2, "parent_id": None,
+            "topic": None, "nsfw": False, "last_message_id": None, "rate_limit_per_user": 0,
+            "permission_overwrites": [], "flags": 0, "available_tags": [], "default_reaction_emoji": None,
+            "default_sort_order": None, "default_forum_layout": 0, "default_thread_rate_limit_per_user": 0}
+
+
+def thread_channel(tid: int, parent: int, name: str, owner: int) -> dict[str, Any]:
+    return {"id": str(tid), "type": 11, "guild_id": str(GUILD), "parent_id": str(parent), "owner_id": str(owner),
+            "name": name, "last_message_id": None, "message_count": 0, "member_count": 1, "rate_limit_per_user": 0,
+            "flags": 0, "total_message_sent": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 10080, "archive_timestamp": iso(),
+                                "locked": False, "create_timestamp": iso()}}
+
+
+def role(rid: int, name: str, position: int) -> dict[str, Any]:
+    return {"id": str(rid), "name": name, "color": 0, "hoist": False, "icon": None, "unicode_emoji": None,
+            "position": position, "permissions": "1071698660929", "managed": False, "mentionable": False,
+            "flags": 0}
+
+
+@dataclass
+class Sent:
+    channel: int
+    body: dict[str, Any]
+    id: int
+
+
+@dataclass
+class FakeDiscord:
+    """Discord's REST endpoints Baton uses and its gateway, on a free loopback port."""
+
+    app_flags: int = CONTENT_LIMITED
+    allow_message_content: bool = True
+    channels: dict[int, dict[str, Any]] = field(default_factory=lambda: {
+        SUPPORT: text_channel(SUPPORT, "support"), FORUM: forum_channel(FORUM, "help-forum"),
+        LOUNGE: text_channel(LOUNGE, "lounge")})
+    history: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    sent: list[Sent] = field(default_factory=list)
+    threads_started: list[int] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    identifies: int = 0
+    resumes: int = 0
+    server: TestServer | None = None
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _last_id: int = 0
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _failures: dict[str, list[int]] = field(default_factory=dict)
+
+    async def start(self) -> tuple[str, str]:
+        """Serve; returns (the REST base, as ``DISCORD_API_URL``; the gateway URL)."""
+        app = web.Application()
+        app.router.add_get("/gw", self._gateway)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return str(self.server.make_url("/api/v10")), self.gateway_url
+
+    @property
+    def gateway_url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/gw")).replace("http://", "ws://")
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self.server is not None:
+            await self.server.close()
+
+    # ---- what tests do ----
+
+    def next_id(self) -> int:
+        self._last_id = max(self._last_id + 1, discord.utils.time_snowflake(datetime.now(UTC)))
+        return self._last_id
+
+    def message(self, channel: int, author: int, content: str, *, as_bot: bool = False, **extra: Any) -> dict[str, Any]:
+        """A message as the gateway's MESSAGE_CREATE carries it (REST history omits guild_id and member)."""
+        mid = extra.pop("id", None) or self.next_id()
+        writer = {**user(author), "bot": True} if as_bot else user(author)
+        return {"id": str(mid), "type": 0, "content": content, "channel_id": str(channel), "author": writer,
+                "attachments": [], "embeds": [], "mentions": [], "mention_roles": [], "mention_everyone": False,
+                "pinned": False, "tts": False, "timestamp": iso(), "edited_timestamp": None, "flags": 0,
+                "components": [], "nonce": str(mid + 7), "guild_id": str(GUILD), "member": member(author),
+                **extra}
+
+    async def say(self, author: int, content: str, *, channel: int = SUPPORT, live: bool = True,
+                  **extra: Any) -> dict[str, Any]:
+        """``author`` writes in ``channel``: kept in its history and, if ``live``, sent on the gateway."""
+        payload = self.message(channel, author, content, **extra)
+        self.history.setdefault(channel, []).append(payload)
+        if channel in self.channels:
+            self.channels[channel]["last_message_id"] = payload["id"]
+        if live:
+            await self.dispatch("MESSAGE_CREATE", payload)
+        return payload
+
+    async def forum_post(self, author: int, title: str, content: str, *, live: bool = True) -> int:
+        """A new post in the forum: THREAD_CREATE, then its first message, which has the thread's id."""
+        tid = self.next_id()
+        thread = thread_channel(tid, FORUM, title, author)
+        thread["newly_created"] = True
+        self.channels[tid] = thread
+        if live:
+            await self.dispatch("THREAD_CREATE", thread)
+        await self.say(author, content, channel=tid, live=live, id=tid)
+        return tid
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        for ws in list(self._sockets):
+            await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
+
+    async def reconnect(self) -> None:
+        """Ask the client to reconnect (op 7): it resumes its session and gets RESUMED."""
+        for ws in list(self._sockets):
+            await ws.send_str(json.dumps({"op": 7, "d": None}))
+
+    def fail(self, route: str, status: int, *, times: int = 1) -> None:
+        """Answer the next ``times`` requests whose path ends with ``route`` (e.g. ``/messages``) with ``status``."""
+        self._failures.setdefault(route, []).extend([status] * times)
+
+    def posts(self, channel: int | None = None) -> list[Sent]:
+        return [s for s in self.sent if channel is None or s.channel == channel]
+
+    async def wait_for(self, predicate: Callable[[FakeDiscord], bool], timeout: float = 10.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), timeout)
+
+    # ---- gateway ----
+
+    def guild_create(self) -> dict[str, Any]:
+        threads = [c for c in self.channels.values() if c["type"] == 11]
+        return {
+            "id": str(GUILD), "name": "Notewise Community", "icon": None, "splash": None, "discovery_splash": None,
+            "owner_id": str(SAM), "afk_channel_id": None, "afk_timeout": 300, "verification_level": 1,
+            "default_message_notifications": 1, "explicit_content_filter": 2, "mfa_level": 0,
+            "system_channel_id": None, "system_channel_flags": 0, "rules_channel_id": None, "vanity_url_code": None,
+            "description": None, "banner": None, "premium_tier": 0, "premium_subscription_count": 0,
+            "preferred_locale": "en-US", "public_updates_channel_id": None, "nsfw_level": 0,
+            "premium_progress_bar_enabled": False, "features": ["COMMUNITY"], "emojis": [], "stickers": [],
+            "roles": [role(GUILD, "@everyone", 0), role(MEMBER_ROLE, "Customers", 1), role(STAFF_ROLE, "Staff", 2)],
+            "joined_at": "2025-01-01T00:00:00.000000+00:00", "large": False, "unavailable": False,
+            "member_count": 4, "voice_states": [], "members": [{**member(BOT), "user": user(BOT)}],
+            "channels": [c for c in self.channels.values() if c["type"] != 11], "threads": threads,
+            "presences": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+            "max_members": 500000, "application_id": None,
+        }
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250, "_trace": ["fake-gw"]}}))
+        try:
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    continue
+                payload = json.loads(frame.data)
+                op, data = payload.get("op"), payload.get("d")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11}))
+                elif op == 2:
+                    if data.get("token") != TOKEN:
+                        await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    if data.get("intents", 0) & MESSAGE_CONTENT and not self.allow_message_content:
+                        await ws.close(code=4014, message=b"Disallowed intent(s).")
+                        break
+                    async with self._changed:
+                        self.identifies += 1
+                        self._sockets.append(ws)
+                        self._changed.notify_all()
+                    await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": {
+                        "v": 10, "user": user(BOT), "guilds": [{"id": str(GUILD), "unavailable": True}],
+                        "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+                        "shard": data.get("shard", [0, 1]), "application": {"id": str(APP), "flags": self.app_flags},
+                        "private_channels": [], "relationships": [], "presences": [], "guild_join_requests": [],
+                        "user_settings": {}, "_trace": ["fake-gw"]}}))
+                    await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq),
+                                                  "d": self.guild_create()}))
+                elif op == 6:
+                    async with self._changed:
+                        self.resumes += 1
+                        self._sockets.append(ws)
+                        self._changed.notify_all()
+                    await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}}))
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+        return ws
+
+    # ---- REST ----
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        body = await request.json() if request.can_read_body else {}
+        async with self._changed:
+            self.requests.append((request.method, path))
+            status, answer = self._answer(request, path, body)
+            self._changed.notify_all()
+        if status == 204:
+            return web.Response(status=204)
+        return web.Response(body=json.dumps(answer).encode(), status=status, content_type="application/json")
+
+    def _answer(self, request: web.Request, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if request.headers.get("Authorization") != f"Bot {TOKEN}":
+            return 401, {"message": "401: Unauthorized", "code": 0}
+        for route, queue in self._failures.items():
+            if path.endswith(route) and queue:
+                status = queue.pop(0)
+                return status, {"message": "Internal Server Error" if status >= 500 else "You are being rate limited.",
+                                "code": 0, "retry_after": 0.01, "global": False}
+        parts = path.strip("/").split("/")
+        if path == "/users/@me":
+            return 200, user(BOT)
+        if path == "/oauth2/applications/@me":
+            return 200, {"id": str(APP), "name": "Baton", "description": "", "icon": None, "bot_public": False,
+                         "bot_require_code_grant": False, "owner": user(SAM), "verify_key": "00" * 32,
+                         "flags": self.app_flags, "team": None, "summary": "", "tags": [],
+                         "bot": user(BOT), "approximate_guild_count": 1}
+        if path in ("/gateway/bot", "/gateway"):
+            return 200, {"url": self.gateway_url, "shards": 1,
+                         "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0,
+                                                 "max_concurrency": 1}}
+        if parts[0] == "channels" and len(parts) == 2:
+            channel = self.channels.get(int(parts[1]))
+            return (200, channel) if channel else (404, {"message": "Unknown Channel", "code": 10003})
+        if parts[0] == "channels" and len(parts) == 3 and parts[2] == "messages":
+            cid = int(parts[1])
+            if cid not in self.channels:
+                return 404, {"message": "Unknown Channel", "code": 10003}
+            if request.method == "POST":
+                payload = self.message(cid, BOT, body.get("content", ""))
+                payload["member"] = member(BOT)
+                self.sent.append(Sent(cid, body, int(payload["id"])))
+                self.history.setdefault(cid, []).append(payload)
+                return 200, {k: v for k, v in payload.items() if k not in ("guild_id", "member")}
+            after, limit = int(request.query.get("after", 0)), int(request.query.get("limit", 50))
+            found = sorted((m for m in self.history.get(cid, []) if int(m["id"]) > after), key=lambda m: int(m["id"]))
+            page = found[:limit]
+            return 200, [{k: v for k, v in m.items() if k not in ("guild_id", "member")} for m in reversed(page)]
+        if parts[0] == "channels" and len(parts) == 5 and parts[4] == "threads":
+            cid, mid = int(parts[1]), int(parts[3])
+            if mid in self.channels:
+                return 400, {"message": "A thread has already been created for this message", "code": 160004}
+            starter = next((m for m in self.history.get(cid, []) if int(m["id"]) == mid), None)
+            if starter is None:
+                return 404, {"message": "Unknown Message", "code": 10008}
+            thread = thread_channel(mid, cid, body.get("name", "thread"), BOT)
+            self.channels[mid] = thread
+            self.threads_started.append(mid)
+            return 201, thread
+        if parts[0] == "guilds" and len(parts) == 4 and parts[2] == "members":
+            uid = int(parts[3])
+            if uid not in PEOPLE:
+                return 404, {"message": "Unknown Member", "code": 10007}
+            return 200, {**member(uid), "user": user(uid)}
+        if parts[0] == "guilds" and parts[2:] == ["threads", "active"]:
+            return 200, {"threads": [c for c in self.channels.values() if c["type"] == 11], "members": []}
+        return 404, {"message": "404: Not Found", "code": 0}
