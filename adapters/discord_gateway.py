@@ -112,6 +112,9 @@ class BatonClient(discord.AutoShardedClient):
     """discord.py's client, sharded as Discord advises; it only hands events to the adapter."""
 
     def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        # A rate limit longer than max_ratelimit_timeout comes back as RateLimited: the outbox parks the
+        # row in the database instead of holding a worker.
+        options.setdefault("max_ratelimit_timeout", 30.0)
         super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none(),
                          chunk_guilds_at_startup=False, **options)
         self.adapter = adapter
@@ -194,6 +197,8 @@ class DiscordAdapter:
         except discord.PrivilegedIntentsRequired:
             raise DiscordConfigError("Discord refused the gateway connection because the bot asks for the "
                                      f"Message Content intent, which it is not allowed: {INTENT_HELP}") from None
+        except discord.ConnectionClosed as exc:  # what discord.py does not retry: a bad token, bad shards
+            raise DiscordConfigError(f"Discord closed the gateway for good (code {exc.code}): {exc.reason}") from None
 
     async def stop(self) -> None:
         for task in (self._catching_up, self._connection):

@@ -97,6 +97,8 @@ class Courier:
                  idle_poll: float = 30.0) -> None:
         self.store = store
         self.transport = transport
+        self.platforms = frozenset(transport.customers) if isinstance(transport, Router) else None
+        """The platforms whose conversations this courier delivers (``None``: all)."""
         self.delivered = delivered
         self.attempts = attempts
         self.backoff = backoff
@@ -135,7 +137,7 @@ class Courier:
             self._wake.clear()
             try:
                 await self.drain()
-                upcoming = await self.store.next_due()
+                upcoming = await self.store.next_due(platforms=self.platforms)
             except Exception:  # the database is down: log, wait, try again; never die
                 log.exception("outbox_drain_failed")
                 upcoming = None
@@ -154,7 +156,7 @@ class Courier:
         """Deliver every row due by ``now`` (default: the clock); returns how many were delivered."""
         sent = 0
         async with self._draining:
-            while rows := await self.store.take_due(lease=self.lease, now=now):
+            while rows := await self.store.take_due(lease=self.lease, now=now, platforms=self.platforms):
                 results = await asyncio.gather(*(self._one(row) for row in rows))
                 sent += sum(results)
         return sent

@@ -8,7 +8,7 @@ The schema is owned by Alembic migrations (``bot/migrations``), applied by :meth
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,14 @@ def _outbox_row(conversation_id: str, action: Action, key: str, decision_id: int
             "payload": action.model_dump(mode="json"), "key": key[:160],
             "status": "pending" if held is None else "held", "attempts": 0, "not_before": _now(), "created_at": _now(),
             "last_error": "; ".join(held) if held is not None else None}
+
+
+def _of_platforms(platforms: Collection[str] | None) -> sa.ColumnElement[bool]:
+    """Outbox rows of conversations on ``platforms`` (all rows when ``None``)."""
+    if platforms is None:
+        return sa.true()
+    return outbox.c.conversation_id.in_(sa.select(conversations.c.id)
+                                        .where(conversations.c.platform.in_(sorted(platforms))))
 
 
 class Store:
@@ -452,20 +460,23 @@ class Store:
         return ids
 
     async def take_due(self, limit: int = 50, *, lease: timedelta = timedelta(seconds=60),
-                       now: datetime | None = None) -> list[dict[str, Any]]:
+                       now: datetime | None = None, platforms: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Take pending actions whose time has come, for delivery.
 
         Per conversation, only the oldest pending action is due, so a conversation's messages are
         delivered in order and one that waits (a 429, a retry) holds back the ones behind it. Each
         row is taken with a compare-and-set on ``not_before`` that pushes it ``lease`` into the
         future: two workers (tasks or processes) never take the same row, and a row taken by a
-        worker that then died becomes due again when the lease runs out.
+        worker that then died becomes due again when the lease runs out. With ``platforms``, only the
+        actions of those platforms' conversations are taken (a process that cannot reach Discord
+        leaves Discord's conversations to one that can).
         """
         now = now or _now()
         earlier = outbox.alias("earlier")
         blocked = sa.exists().where((earlier.c.conversation_id == outbox.c.conversation_id)
                                     & (earlier.c.status == "pending") & (earlier.c.id < outbox.c.id))
-        query = (sa.select(outbox).where((outbox.c.status == "pending") & (outbox.c.not_before <= now) & ~blocked)
+        query = (sa.select(outbox).where((outbox.c.status == "pending") & (outbox.c.not_before <= now) & ~blocked
+                                         & _of_platforms(platforms))
                  .order_by(outbox.c.id).limit(limit))
         taken: list[dict[str, Any]] = []
         async with self.engine.begin() as conn:
@@ -479,11 +490,12 @@ class Store:
                     taken.append(dict(row))
         return taken
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, *, platforms: Collection[str] | None = None) -> datetime | None:
         """When the next pending action (taken or not) becomes due; ``None`` when there is none."""
         async with self.engine.begin() as conn:
             value = (await conn.execute(sa.select(sa.func.min(outbox.c.not_before))
-                                        .where(outbox.c.status == "pending"))).scalar_one_or_none()
+                                        .where((outbox.c.status == "pending") & _of_platforms(platforms)))
+                     ).scalar_one_or_none()
         return _utc(value) if value is not None else None
 
     async def mark_sent(self, action_id: int, result: dict[str, Any] | None = None) -> bool:

@@ -143,3 +143,26 @@ async def test_prior_contacts_are_stored_in_utc(store):
     (prior,) = await store.prior_contacts("slack", "U0CUST", since=NOW - timedelta(days=1))
     assert prior.conversation_id == conversation.id
     assert prior.started_at == NOW
+
+
+async def test_a_courier_for_some_platforms_takes_only_their_conversations(store, engine):
+    service = Service(engine, store)
+    await service.handle(msg("You charged us twice", event="E1"))
+    on_discord = msg("You charged us twice", event="D1").model_copy(update={"platform": "discord"})
+    await service.handle(on_discord)
+    assert await store.next_due(platforms={"slack"}) is not None
+    slack_only = await store.take_due(platforms={"slack"})
+    assert slack_only and {r["conversation_id"] for r in slack_only} == {
+        (await store.find_conversation("slack", "T0HOME", "C0SHARED", "E1")).id}
+    both = await store.take_due(platforms={"slack", "discord"})  # the Slack rows are leased already
+    assert {r["conversation_id"] for r in both} == {
+        (await store.find_conversation("discord", "T0HOME", "C0SHARED", "D1")).id}
+
+
+async def test_a_cursor_only_moves_forward(store):
+    await store.advance_cursor("discord", "100", 5)
+    await store.advance_cursor("discord", "100", 3)
+    await store.advance_cursor("discord", "200", 2**62)  # Discord ids need 64 bits
+    assert await store.cursors_of("discord") == {"100": 5, "200": 2**62}
+    await store.advance_cursor("discord", "100", 9)
+    assert (await store.cursors_of("discord"))["100"] == 9 and await store.cursors_of("slack") == {}
