@@ -131,6 +131,9 @@ class BatonClient(discord.AutoShardedClient):
     async def on_thread_create(self, thread: discord.Thread) -> None:
         self.adapter.remember_thread(thread.id, thread.parent_id)
 
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        await self.adapter.mark()
+
     async def on_shard_ready(self, shard_id: int) -> None:
         self.adapter.catch_up(f"ready:{shard_id}")
 
@@ -151,6 +154,7 @@ class DiscordAdapter:
         self.ready = False
         self.content_missing = 0
         """Messages that arrived with no content at all: the Message Content intent is not granted."""
+        self.workers = workers
         self._working = asyncio.Semaphore(workers)
         self._forums: set[int] = set()
         self._guilds: dict[int, int] = {}
@@ -162,6 +166,9 @@ class DiscordAdapter:
         self._connection: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._again = False
+        self._marks: dict[str, int] | None = None
+        """The cursors as they were when the gateway was lost: a live message handled before the
+        catch-up starts must not make it skip what was missed before it."""
         self.catch_ups = 0
         """Catch-ups finished; each is marked ``catch-up:<n>`` on the tracker."""
 
@@ -217,7 +224,8 @@ class DiscordAdapter:
             # discord.py takes the gateway's address from GET /gateway/bot unless the shard count is set.
             self.client.shard_count, _url, _limits = await self.client.http.get_bot_gateway()
         problems = []
-        cursors = await self.service.store.cursors_of(PLATFORM)
+        await self.mark()
+        cursors = self._marks or {}
         for channel_id in sorted(self.config.channels):
             try:
                 channel = await self.client.fetch_channel(channel_id)
@@ -372,6 +380,11 @@ class DiscordAdapter:
 
     # ---- catching up after a reconnect or a restart ----
 
+    async def mark(self) -> None:
+        """Remember how far Baton had read, now that the gateway is lost (or not yet connected)."""
+        if self._marks is None:
+            self._marks = await self.service.store.cursors_of(PLATFORM)
+
     def catch_up(self, reason: str) -> None:
         """Fetch and handle what was missed, in the background; one catch-up at a time, and one more if
         asked again meanwhile."""
@@ -396,7 +409,10 @@ class DiscordAdapter:
     async def catch_up_now(self) -> int:
         """Handle every message after the last one seen: in the support channels, in new forum posts and
         in the threads of recent conversations. Returns how many messages were fetched."""
+        marks, self._marks = self._marks, None
         cursors = await self.service.store.cursors_of(PLATFORM)
+        if marks is not None:  # what was read since the gateway was lost does not count yet
+            cursors = {place: min(seen, marks[place]) for place, seen in cursors.items() if place in marks}
         places: dict[int, int] = {}
         for channel_id in self.config.channels - self._forums:
             if (seen := cursors.get(str(channel_id))) is not None:
@@ -412,12 +428,22 @@ class DiscordAdapter:
             places[thread] = seen
         for thread_id, seen in await self._new_forum_posts(cursors):
             places.setdefault(thread_id, seen)
-        fetched = 0
-        for place, seen in places.items():
-            async for message in self._history(place, after=seen):
-                fetched += 1
-                await self.on_message(message)
-        return fetched
+        # Places are caught up side by side (as many as messages are worked on at once); within a
+        # place, in the order the messages were written.
+        lanes = asyncio.Semaphore(self.workers)
+
+        async def one(place: int, seen: int) -> int:
+            fetched = 0
+            async with lanes:
+                try:
+                    async for message in self._history(place, after=seen):
+                        fetched += 1
+                        await self.on_message(message)
+                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:  # the next catch-up retries
+                    log.warning("discord_catch_up_incomplete", place=place, error=str(exc))
+            return fetched
+
+        return sum(await asyncio.gather(*(one(place, seen) for place, seen in places.items())))
 
     async def _new_forum_posts(self, cursors: dict[str, int]) -> list[tuple[int, int]]:
         """Forum posts made since the newest one seen (a post is a thread; its first message has its id)."""

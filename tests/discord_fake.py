@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +93,7 @@ class Sent:
     channel: int
     body: dict[str, Any]
     id: int
+    at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -265,6 +267,11 @@ class FakeDiscord:
             self.requests.append((request.method, path))
             status, answer = self._answer(request, path, body)
             self._changed.notify_all()
+        if request.method == "POST" and status in (200, 201):  # as Discord does, tell the gateway too
+            created = answer.get("thread_metadata") is not None
+            await self.dispatch("THREAD_CREATE" if created else "MESSAGE_CREATE",
+                                {**answer, "newly_created": True} if created
+                                else {**answer, "guild_id": str(GUILD), "member": member(BOT)})
         if status == 204:
             return web.Response(status=204)
         return web.Response(body=json.dumps(answer).encode(), status=status, content_type="application/json")

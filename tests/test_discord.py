@@ -270,6 +270,18 @@ async def test_a_reconnect_fetches_missed_messages_and_answers_nothing_twice(rig
     assert len(rig.fake.sent) == 3
 
 
+async def test_a_live_message_handled_before_the_catch_up_does_not_hide_what_was_missed(rig: Rig):
+    first = await rig.say(DANA, HOW_TO)
+    thread = int(first["id"])
+    await rig.fake.say(DANA, "How do I export notes to HubSpot?", channel=thread, live=False)
+    await rig.discord.mark()  # the gateway is lost here
+    await rig.say(DANA, "And Google Calendar too?", channel=thread)  # back, and this one arrives first
+    assert await rig.discord.catch_up_now() >= 1
+    conversation = await rig.conversation(thread)
+    said = [t["text"] for t in await rig.service.store.transcript(conversation.id) if t["role"] == "customer"]
+    assert sorted(said) == sorted([HOW_TO, "How do I export notes to HubSpot?", "And Google Calendar too?"])
+
+
 async def test_a_restart_fetches_what_was_written_while_baton_was_down(
         store: Store, bot: Engine, fake_discord: FakeDiscord, fake_slack: tuple[FakeSlack, str]):
     rig = await make_rig(Service(bot, store), fake_discord, fake_slack)
