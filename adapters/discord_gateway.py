@@ -452,7 +452,8 @@ class DiscordAdapter:
             active = await self.client.http.get_active_threads(guild)
             for thread in active.get("threads", ()):
                 parent, thread_id = int(thread.get("parent_id") or 0), int(thread["id"])
-                if parent in self._forums and thread_id > cursors.get(str(parent), 0):
+                newest = cursors.get(str(parent))  # none yet: a first start, and what is there is history
+                if parent in self._forums and newest is not None and thread_id > newest:
                     self.remember_thread(thread_id, parent)
                     found.append((thread_id, thread_id - 1))
         return found

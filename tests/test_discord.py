@@ -282,6 +282,24 @@ async def test_a_live_message_handled_before_the_catch_up_does_not_hide_what_was
     assert sorted(said) == sorted([HOW_TO, "How do I export notes to HubSpot?", "And Google Calendar too?"])
 
 
+async def test_on_a_first_start_what_was_written_before_baton_came_is_left_alone(
+        store: Store, bot: Engine, fake_discord: FakeDiscord, fake_slack: tuple[FakeSlack, str]):
+    old = await fake_discord.say(DANA, HOW_TO, live=False)
+    post = await fake_discord.forum_post(RIO, "Billing", DISPUTE, live=False)
+    rig = await make_rig(Service(bot, store), fake_discord, fake_slack)
+    try:
+        await rig.slack.settle()
+        assert fake_discord.sent == [] and await rig.conversation(int(old["id"])) is None
+        assert await rig.conversation(post, channel=FORUM) is None
+        fresh = await rig.fake.forum_post(RIO, "Calendar", HOW_TO)  # what comes after is answered
+        await rig.discord.tracker.wait(str(fresh))
+        await rig.slack.settle()
+        assert len(fake_discord.posts(fresh)) == 1
+    finally:
+        await rig.discord.stop()
+        await rig.slack.close()
+
+
 async def test_a_restart_fetches_what_was_written_while_baton_was_down(
         store: Store, bot: Engine, fake_discord: FakeDiscord, fake_slack: tuple[FakeSlack, str]):
     rig = await make_rig(Service(bot, store), fake_discord, fake_slack)
