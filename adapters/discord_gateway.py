@@ -362,8 +362,8 @@ class DiscordAdapter:
             return channel.id, None
         if isinstance(channel, discord.Thread):
             parent: int | None = channel.parent_id
-        elif isinstance(channel, discord.abc.GuildChannel) or isinstance(channel, discord.DMChannel):
-            return None
+        elif isinstance(channel, discord.abc.GuildChannel | discord.abc.PrivateChannel):
+            return None  # another channel of the server, or a direct message
         elif channel.id in self._parents:
             parent = self._parents[channel.id]
         else:

@@ -64,7 +64,8 @@ class Person(_Frozen):
     name: str | None = None
     role: Role = Role.customer
     organisation: str | None = None
-    """The customer's organisation (a Slack Connect team id, a Discord guild id, ...)."""
+    """The customer's organisation when the platform tells it (a Slack Connect customer's team id);
+    ``None`` on Discord, where customers share the company's server."""
     timezone: str | None = None
     """The person's IANA time zone when the platform knows it (a Slack profile's ``tz``)."""
 
