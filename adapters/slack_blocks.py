@@ -118,9 +118,14 @@ def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permali
         if brief["missing"]:
             lines.append("• still missing: " + ", ".join(brief["missing"]))
         blocks.append(_section("*Details*\n" + "\n".join(lines)))
+    for key, label in (("timeline", "Timeline"), ("tried", "Already tried")):
+        if brief.get(key):
+            blocks.append(_section(f"*{label}*\n" + "\n".join(f"• {escape(x)}" for x in brief[key][:8])))
     said = brief["bot_said"]
     blocks.append(_section("*Bot already said*\n" + ("\n".join(f">{escape(s)}" for s in said[-3:]) or "nothing yet")))
-    blocks.append(_section(f"*Suggested next step*\n{escape(brief['next_step'])}"))
+    written = brief.get("written_by") or "rules"
+    by = "" if written == "rules" else f" _(summary by {escape(written)}; the words in quotes are the customer's)_"
+    blocks.append(_section(f"*Suggested next step*\n{escape(brief['next_step'])}{by}"))
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status_line(handoff)[:_MAX_TEXT]}]})
     if conversation.state is not ConversationState.resolved:
         buttons = []

@@ -22,6 +22,7 @@ from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.service import Service
     from bot.store import Store
 
 
@@ -182,6 +183,20 @@ def _check_platforms(settings: Settings, engine: Engine) -> None:
         raise UsageError("\n".join(dict.fromkeys(problems)))
 
 
+def _service(engine: Engine, store: Store, settings: Settings) -> Service:
+    """The service, with the language model when ``OPENAI_API_KEY`` is set (else the offline engine)."""
+    from bot.llm import LanguageModel
+    from bot.service import Service
+
+    llm = LanguageModel.from_settings(settings, store)
+    if llm is not None:
+        import structlog
+
+        structlog.get_logger(__name__).info("llm_enabled", model=llm.model,
+                                            endpoint=settings.openai_base_url or "https://api.openai.com/v1")
+    return Service(engine, store, llm=llm, first_reply=settings.first_reply)
+
+
 async def _open_store(settings: Settings) -> Store:
     from bot.store import Store
 
@@ -201,10 +216,9 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     from adapters.discord_gateway import DiscordConfigError
     from adapters.run import serve
     from adapters.slack import SlackConfigError
-    from bot.service import Service
 
     store = await _open_store(settings)
-    task = asyncio.create_task(serve(Service(engine, store), settings))
+    task = asyncio.create_task(serve(_service(engine, store, settings), settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
@@ -221,11 +235,10 @@ async def _serve(engine: Engine, settings: Settings) -> int:
 
 async def _playground(engine: Engine, settings: Settings, *, timezone: str | None) -> int:
     from adapters.console import Console
-    from bot.service import Service
 
     store = await _open_store(settings)
     try:
-        console = Console(Service(engine, store), sys.stdin, sys.stdout, timezone=timezone)
+        console = Console(_service(engine, store, settings), sys.stdin, sys.stdout, timezone=timezone)
         return await console.run()
     finally:
         await store.close()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.details import DetailExtractor
 from bot.guard import Guard
-from bot.knowledge import KnowledgeBase
+from bot.knowledge import Grounded, KnowledgeBase
 from bot.model import (
     Action,
     AskDetails,
@@ -82,6 +82,8 @@ class Engine:
         customer_name: str | None = None,
         previous: str | None = None,
         guard: bool = True,
+        extra: Sequence[Signal] = (),
+        grounded: Grounded | None = None,
     ) -> Decision:
         """Decide on ``text``.
 
@@ -90,10 +92,19 @@ class Engine:
         conversation already reached (it never goes down); ``intent`` the conversation's intent while
         a form is being filled in; ``asked`` the fields the bot's last question asked for;
         ``customer_name`` and ``previous`` (the bot's last message) are for the pre-send guard, which
-        ``guard=False`` leaves to the caller.
+        ``guard=False`` leaves to the caller. ``extra`` are signals from a second opinion (the
+        language model): they are added to what the rules found, never in place of it. ``grounded``
+        is an answer written from the help center's passages, used instead of the engine's own.
         """
         policy = self.policy
         signals, rules = detect(text, policy)
+        for signal in extra:
+            if signal.kind in policy.signals and not any(s.kind == signal.kind and s.severity >= signal.severity
+                                                         for s in signals):
+                signals.append(signal)
+                rules.append(signal.rule)
+        order = list(policy.signals)
+        signals.sort(key=lambda s: (-s.severity, order.index(s.kind) if s.kind in order else len(order)))
         result = classify(text, signals, policy)
         rules += result.cues
         intent_name, confidence = result.intent, result.confidence
@@ -131,7 +142,12 @@ class Engine:
         reply: str | None = None
         citations: tuple[str, ...] = ()
         awaiting: Awaiting | None = None
-        if not escalate and intent_spec.answers and self.knowledge is not None:
+        if not escalate and intent_spec.answers and grounded is not None:
+            first = grounded.articles[0]
+            reply = policy.notices.answer.format(passage=grounded.text, title=first.title, url=first.url)
+            citations = tuple(a.url for a in grounded.articles)
+            rules += ["llm.answer", *(f"knowledge.{a.id}" for a in grounded.articles)]
+        elif not escalate and intent_spec.answers and self.knowledge is not None:
             answer = self.knowledge.answer(text)
             if answer is not None:
                 reply = policy.notices.answer.format(passage=answer.text, title=answer.article.title,
@@ -192,9 +208,11 @@ class Engine:
         return self._guarded(decision, customer_name=customer_name, previous=previous) if guard else decision
 
     def decide(
-        self, conversation: Conversation, message: Message, *, prior: Sequence[PriorContact] = ()
+        self, conversation: Conversation, message: Message, *, prior: Sequence[PriorContact] = (),
+        extra: Sequence[Signal] = (), grounded: Grounded | None = None,
     ) -> tuple[Decision, list[Action]]:
-        """The decision on a customer's new message in ``conversation``, and the actions it needs."""
+        """The decision on a customer's new message in ``conversation``, and the actions it needs
+        (``extra`` and ``grounded``: the language model's second opinion, see :meth:`triage`)."""
         state = conversation.state
         owned = state in (ConversationState.escalated, ConversationState.claimed)
         form_intent = conversation.intent if state is ConversationState.gathering else None
@@ -209,6 +227,8 @@ class Engine:
             intent=form_intent,
             asked=conversation.asked if conversation.awaiting == "details" else (),
             guard=False,
+            extra=extra,
+            grounded=grounded,
         )
         actions: list[Action] = []
         if owned:

@@ -47,6 +47,10 @@ class Brief(BaseModel):
     bot_said: list[str]
     confidence: float
     next_step: str
+    timeline: list[str] = []
+    tried: list[str] = []
+    written_by: str = "rules"
+    """Who wrote the summary fields (goal, timeline, tried, next step): ``rules`` or the model's name."""
     due: datetime | None
     transcript: list[Line]
     rules: list[str]
@@ -68,6 +72,10 @@ class Brief(BaseModel):
         if filled or self.missing:
             shown = ", ".join(f"{k}={v}" for k, v in filled.items()) or "-"
             out.append(f"Details: {shown}" + (f" (still missing: {', '.join(self.missing)})" if self.missing else ""))
+        if self.timeline:
+            out.append("Timeline: " + " | ".join(self.timeline))
+        if self.tried:
+            out.append("Tried: " + " | ".join(self.tried))
         out.append("Bot already said: " + (" | ".join(self.bot_said) if self.bot_said else "nothing yet"))
         out.append(f"Confidence: {self.confidence:.2f}")
         if self.due:
@@ -98,6 +106,8 @@ def explain(rule: str, policy: Policy) -> str | None:
         return f"a bot reply was stopped by the pre-send guard ({rest.replace('_', ' ')}) and held for review"
     if head == "form":
         return "the customer confirmed the details below"
+    if head == "llm" and rest in policy.signals:
+        return f"{policy.signals[rest].description or rest} (the language model's second opinion)"
     return None
 
 

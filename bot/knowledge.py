@@ -95,6 +95,15 @@ def parse_article(text: str, path: str) -> Article:
     return Article(id=meta["id"], title=meta["title"], url=meta["url"], body=body.strip(), path=path)
 
 
+@dataclass(frozen=True)
+class Grounded:
+    """An answer written from retrieved passages (by the language model) that cites only articles it
+    was given; the engine sends it as it would its own answer, through the same guard."""
+
+    text: str
+    articles: tuple[Article, ...]
+
+
 class KnowledgeBase:
     """Retrieval over a folder of articles. Build once; ``answer`` is pure and thread-safe."""
 
@@ -143,6 +152,13 @@ class KnowledgeBase:
         sharing = [i for i, words in enumerate(self._corpus) if wanted & words]
         ranked = sorted(sharing, key=lambda i: scores[i], reverse=True)[:limit]
         return [(self._passages[i][0], self._passages[i][1], float(scores[i])) for i in ranked]
+
+    def passages_for(self, question: str, limit: int = 3) -> list[tuple[Article, str]]:
+        """The best passages for ``question``, one entry per article (its passages joined), best first."""
+        found: dict[str, tuple[Article, list[str]]] = {}
+        for article, passage, _score in self.search(question, limit):
+            found.setdefault(article.id, (article, []))[1].append(passage)
+        return [(article, "\n\n".join(parts)) for article, parts in found.values()]
 
     def coverage(self, question: str, article: Article) -> float:
         """The idf-weighted share of the question's content words that ``article`` contains."""

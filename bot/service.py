@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bot.engine import Engine
 from bot.handoff import Brief, Line, build_brief
+from bot.llm import LanguageModel, Opinion
 from bot.model import (
     Action,
     CardUpdate,
@@ -69,9 +70,14 @@ class ClaimResult:
 
 
 class Service:
-    def __init__(self, engine: Engine, store: Store) -> None:
+    def __init__(self, engine: Engine, store: Store, *, llm: LanguageModel | None = None,
+                 first_reply: float = 10.0) -> None:
         self.engine = engine
         self.store = store
+        self.llm = llm
+        """The language model's second opinion, brief and drafts; ``None``: the offline engine alone."""
+        self.first_reply = first_reply
+        """Seconds the model may add to a customer's wait, all its calls for one message together."""
         self.wake: Callable[[], None] = lambda: None
         """Called after anything is written to the outbox (the runtime points it at ``Courier.kick``)."""
         self._locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = weakref.WeakValueDictionary()
@@ -162,10 +168,18 @@ class Service:
         prior = await self.store.prior_contacts(message.platform, message.author.id,
                                                 since=message.at - window, exclude=conversation.id)
         decision, actions = self.engine.decide(conversation, message, prior=prior)
+        deadline = asyncio.get_running_loop().time() + self.first_reply
+        if self.llm is not None:
+            opinion = await self._opinion(conversation, message, decision, deadline)
+            if opinion is not None and (opinion.signals or opinion.answer):
+                decision, actions = self.engine.decide(conversation, message, prior=prior, extra=opinion.signals,
+                                                       grounded=opinion.answer)
         brief = None
         if any(a.kind == "open_handoff" for a in actions):
             first = await self.store.handoff(conversation.id) is None
             brief = await self._brief(conversation, decision, message, actions)
+            if first and self.llm is not None:
+                brief = await self._summarised(brief, deadline)
             actions = [a.model_copy(update={"brief": brief.model_dump(mode="json")})
                        if isinstance(a, OpenHandoff) else a for a in actions]
             if first:  # the transcript so far follows the card as replies in its thread
@@ -194,6 +208,42 @@ class Service:
                   for a in actions if a.kind in ("reply", "ask_details")]
         return build_brief(self.policy, conversation, decision, lines, opened_at=message.at)
 
+    # ---- the language model's part (it only ever adds; on any failure the offline decision stands) ----
+
+    async def _opinion(self, conversation: Conversation, message: Message, decision: Decision,
+                       deadline: float) -> Opinion | None:
+        assert self.llm is not None
+        knowledge = self.engine.knowledge
+        owned = conversation.state in (ConversationState.escalated, ConversationState.claimed)
+        answerable = (knowledge is not None and not owned and self.policy.intents[decision.intent].answers
+                      and (not decision.escalate or "knowledge.no_answer" in decision.rules))
+        passages = knowledge.passages_for(message.text) if answerable and knowledge is not None else []
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.llm.opinion(message.text, passages, conversation_id=conversation.id)
+        except TimeoutError:
+            log.warning("llm_deadline", conversation_id=conversation.id, seconds=self.first_reply,
+                        fallback="offline engine")
+            return None
+
+    async def _summarised(self, brief: Brief, deadline: float) -> Brief:
+        """The brief with the model's summary fields (the customer's urgent words stay theirs)."""
+        assert self.llm is not None
+        data = {"customer": brief.customer, "route": brief.route, "severity": brief.severity,
+                "why_now": brief.why_now, "details": {k: v for k, v in brief.details.items() if v},
+                "conversation": _within_budget(brief.transcript)}
+        try:
+            async with asyncio.timeout_at(deadline):
+                note = await self.llm.handoff_note(data, conversation_id=brief.conversation_id)
+        except TimeoutError:
+            log.warning("llm_deadline", conversation_id=brief.conversation_id, use="handoff")
+            return brief
+        if note is None:
+            return brief
+        return brief.model_copy(update={"goal": note.goal[:300] or brief.goal, "timeline": note.timeline[:12],
+                                        "tried": note.tried[:12], "next_step": note.next_step or brief.next_step,
+                                        "written_by": self.llm.model})
+
     # ---- staff actions on a handoff ----
 
     async def claim(self, conversation_id: str, who: str) -> ClaimResult:
@@ -221,9 +271,17 @@ class Service:
         return [str(p) for p in problems if p.kind in STAFF_GUARD]
 
     async def draft(self, conversation_id: str) -> str | None:
-        """The bot's draft for a staff reply, when there is one (the latest reply the guard held)."""
+        """The bot's draft for a staff reply, when there is one: the latest reply the guard held, else
+        the language model's draft from the handoff (if the guard lets it through)."""
         held = await self.store.held_actions(conversation_id)
-        return str(held[-1]["payload"]["text"]) if held else None
+        if held:
+            return str(held[-1]["payload"]["text"])
+        conversation = await self.store.get_conversation(conversation_id)
+        for call in reversed(await self.store.llm_calls_of(conversation_id, use="handoff")):
+            text = str((call["output"] or {}).get("draft") or "").strip()
+            if call["ok"] and text and conversation is not None and not self.check_staff_text(conversation, text):
+                return text
+        return None
 
     async def send_to_customer(self, conversation_id: str, who: str, name: str | None, text: str,
                                *, source: str | None = None) -> list[str]:
@@ -299,3 +357,20 @@ class Service:
     async def _enqueue(self, conversation_id: str, actions: list[Action], *, source: str) -> None:
         await self.store.enqueue(conversation_id, actions, source=source)
         self.wake()
+
+
+def _within_budget(lines: list[Line], chars: int = 6000, per_line: int = 400) -> list[str]:
+    """The transcript as the model sees it for a brief: the first customer message, then as many of the
+    latest lines as fit in ``chars`` (about 1,500 tokens), each cut at ``per_line`` characters."""
+    shown = [f"{line.author} ({line.role}): {line.text[:per_line]}" for line in lines]
+    if not shown:
+        return []
+    kept: list[str] = []
+    room = chars - len(shown[0])
+    for text in reversed(shown[1:]):
+        if room - len(text) < 0:
+            break
+        kept.append(text)
+        room -= len(text)
+    skipped = len(shown) - 1 - len(kept)
+    return [shown[0], *([f"[{skipped} earlier messages left out]"] if skipped else []), *reversed(kept)]

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     model: str = Field(default="gpt-4o-mini", alias="BATON_MODEL")
+    llm_timeout: float = Field(default=8.0, alias="BATON_LLM_TIMEOUT", gt=0)
+    """Seconds one model call (with its retries) may take."""
+    first_reply: float = Field(default=10.0, alias="BATON_FIRST_REPLY_SECONDS", gt=0)
+    """The longest a customer waits for the model before the offline engine answers instead."""
+    llm_budget: int = Field(default=20_000, alias="BATON_LLM_TOKENS_PER_CONVERSATION", ge=0)
 
     database_url: str = Field(default="sqlite+aiosqlite:///baton.db", alias="BATON_DATABASE_URL")
     policy: Path | None = Field(default=None, alias="BATON_POLICY")

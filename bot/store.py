@@ -145,6 +145,24 @@ loop_ins = _of_conversation(
     sa.Column("at", Stamp, nullable=False),
 )
 
+llm_calls = sa.Table(
+    "llm_calls", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), index=True),
+    sa.Column("use", sa.String(32), nullable=False),
+    sa.Column("prompt", sa.String(64), nullable=False),
+    sa.Column("prompt_hash", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("output", sa.JSON),
+    sa.Column("at", Stamp, nullable=False),
+)
+"""Every language-model call: which prompt (by content hash), which model, tokens, latency, and output."""
+
 cursors = sa.Table(
     "cursors", metadata,
     sa.Column("platform", sa.String(32), primary_key=True),
@@ -655,6 +673,29 @@ class Store:
                 & ((conversations.c.state != ConversationState.resolved.value) | (conversations.c.updated_at >= since)))
                 .order_by(conversations.c.updated_at))).mappings().all()
         return [self._conversation(r) for r in rows]
+
+    # ---- language-model calls ----
+
+    async def record_llm_call(self, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(llm_calls.insert().values(at=_now(), **values))
+
+    async def llm_tokens(self, conversation_id: str) -> int:
+        """Tokens spent on the model for one conversation so far (prompt and completion)."""
+        async with self.engine.begin() as conn:
+            spent = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(
+                llm_calls.c.prompt_tokens + llm_calls.c.completion_tokens), 0))
+                .where(llm_calls.c.conversation_id == conversation_id))).scalar_one()
+        return int(spent)
+
+    async def llm_calls_of(self, conversation_id: str | None = None, *, use: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(llm_calls).order_by(llm_calls.c.id)
+        if conversation_id is not None:
+            query = query.where(llm_calls.c.conversation_id == conversation_id)
+        if use is not None:
+            query = query.where(llm_calls.c.use == use)
+        async with self.engine.begin() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     # ---- cursors: the last message seen per place ----
 
