@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score the detectors on labelled JSON lines {id, text, category, source?}")
     ev.add_argument("file", help="e.g. ../shared/eval/dev_messages.jsonl")
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ev.add_argument("--offline", action="store_true",
+                    help="score the offline engine only, even when OPENAI_API_KEY is set")
     ev.add_argument("--misses", type=int, default=0, metavar="N",
                     help="also list up to N rows per category that were scored wrong")
 

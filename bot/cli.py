@@ -104,31 +104,71 @@ def triage(args: argparse.Namespace) -> int:
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
     # Scores the risk detectors: a question the help center cannot answer is handed to a person too,
     # but that is not a risk escalation, so the help center is left out here.
-    engine = _engine(args, _settings(), knowledge=False)
-    report = Report()
-    misses: dict[str, list[str]] = {}
+    settings = _settings()
+    engine = _engine(args, settings, knowledge=False)
+    rows: list[LabelledRow] = []
     errors = 0
     with _open(args.file) as stream:
         for _number, row, error, _raw in read_models(stream, LabelledRow):
             if row is None:
                 print(error, file=sys.stderr)
                 errors += 1
-                continue
-            decision = engine.triage(row.text)
-            report.add(row, decision)
-            wrong = decision.escalate if row.category in CALM else not decision.escalate
-            if args.misses and wrong and len(misses.setdefault(row.category, [])) < args.misses:
-                why = ",".join(decision.rules) if decision.escalate else "-"
-                misses[row.category].append(f"  {row.id} [{row.source}] {row.text!r} -> {why}")
+            else:
+                rows.append(row)
+    from bot.llm import LanguageModel
+
+    llm = LanguageModel.from_settings(settings, None) if not args.offline else None
+    reports = {"offline": _score(rows, [engine.triage(r.text) for r in rows], args.misses)}
+    if llm is not None:
+        extra = asyncio.run(_second_opinions(llm, [r.text for r in rows]))
+        decisions = [engine.triage(r.text, extra=signals or ()) for r, signals in zip(rows, extra, strict=True)]
+        reports[f"model-assisted ({llm.model})"] = _score(rows, decisions, args.misses)
+        usage = {"calls": llm.calls, "tokens": llm.tokens, "failed": sum(s is None for s in extra)}
     if args.json:
-        print(json.dumps({**report.as_dict(), "errors": errors}))
-    else:
+        out: dict[str, Any] = {**reports["offline"][0].as_dict(), "errors": errors}
+        if llm is not None:
+            out["model_assisted"] = {**list(reports.values())[1][0].as_dict(), "model": llm.model, **usage}
+        print(json.dumps(out))
+        return 0 if not errors else 1
+    for title, (report, misses) in reports.items():
+        if len(reports) > 1:
+            print(f"== {title} ==")
         for line in report.lines():
             print(line)
-        for category, rows in sorted(misses.items()):
+        for category, wrong in sorted(misses.items()):
             print(f"\nwrong in {category}:")
-            print("\n".join(rows))
+            print("\n".join(wrong))
+        if len(reports) > 1:
+            print()
+    if llm is not None:
+        print(f"model calls: {usage['calls']} ({usage['failed']} failed: those rows count as offline), "
+              f"tokens: {usage['tokens']}")
     return 0 if not errors else 1
+
+
+def _score(rows: list[LabelledRow], decisions: list[Any],
+           misses_per_category: int) -> tuple[Report, dict[str, list[str]]]:
+    report = Report()
+    misses: dict[str, list[str]] = {}
+    for row, decision in zip(rows, decisions, strict=True):
+        report.add(row, decision)
+        wrong = decision.escalate if row.category in CALM else not decision.escalate
+        if misses_per_category and wrong and len(misses.setdefault(row.category, [])) < misses_per_category:
+            why = ",".join(decision.rules) if decision.escalate else "-"
+            misses[row.category].append(f"  {row.id} [{row.source}] {row.text!r} -> {why}")
+    return report, misses
+
+
+async def _second_opinions(llm: Any, texts: list[str], concurrency: int = 8) -> list[Any]:
+    """The model's extra signals for each text (``None`` where the call failed), a few calls at a time."""
+    lanes = asyncio.Semaphore(concurrency)
+
+    async def one(text: str) -> Any:
+        async with lanes:
+            opinion = await llm.opinion(text, [], conversation_id=None)
+            return opinion.signals if opinion is not None else None
+
+    return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
 def migrate(args: argparse.Namespace) -> int:

@@ -130,7 +130,7 @@ def _retryable(exc: BaseException) -> bool:
 class LanguageModel:
     """One endpoint, its prompts and its budgets. ``None`` from :meth:`from_settings` when no key is set."""
 
-    def __init__(self, client: openai.AsyncOpenAI, model: str, store: Store, *, timeout: float = 8.0,
+    def __init__(self, client: openai.AsyncOpenAI, model: str, store: Store | None, *, timeout: float = 8.0,
                  attempts: int = 3, budget: int = 20_000, breaker: CircuitBreaker | None = None,
                  prompts: Path = PROMPTS) -> None:
         self.client = client
@@ -145,7 +145,8 @@ class LanguageModel:
         self.tokens = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> LanguageModel | None:
+    def from_settings(cls, settings: Settings, store: Store | None) -> LanguageModel | None:
+        """The configured endpoint; ``store`` keeps every call (``None``: not kept, no budgets, as in eval)."""
         if settings.openai_api_key is None:
             return None
         client = openai.AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value(),
@@ -214,7 +215,7 @@ class LanguageModel:
             bound.info("llm_skipped", reason="circuit open: the offline engine answers")
             return None
         content = json.dumps(data, ensure_ascii=False)
-        if conversation_id is not None and self.budget:
+        if conversation_id is not None and self.budget and self.store is not None:
             spent = await self.store.llm_tokens(conversation_id)
             if spent + len(content) // CHARS_PER_TOKEN + max_tokens > self.budget:
                 bound.info("llm_skipped", reason="the conversation's token budget is spent", spent=spent)
@@ -256,6 +257,8 @@ class LanguageModel:
             bound.warning("llm_call_failed", error=error, latency_ms=latency, fallback="offline engine")
         else:
             self.breaker.success()
+        if self.store is None:
+            return parsed
         await self.store.record_llm_call(
             conversation_id=conversation_id, use=use, prompt=prompt.name, prompt_hash=prompt.hash, model=self.model,
             prompt_tokens=usage[0], completion_tokens=usage[1], latency_ms=latency, ok=parsed is not None,
