@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 KINDS = ("frustration", "billing", "data_loss", "churn", "security", "outage", "human_request", "privacy")
+MESSAGE_CHARS = 4000
+PASSAGE_CHARS = 1500
 CHARS_PER_TOKEN = 4  # a conservative estimate for budgets; the endpoint's own count is what is stored
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -160,8 +162,10 @@ class LanguageModel:
                       conversation_id: str | None) -> Opinion | None:
         """The second opinion on one customer message (and an answer from ``passages``, when given);
         ``None`` when the model is not available."""
-        data = {"customer_message": text,
-                "passages": [{"id": a.id, "title": a.title, "text": passage} for a, passage in passages]}
+        # Only what this use needs: the message (a pasted log is cut) and the retrieved passages.
+        data = {"customer_message": text[:MESSAGE_CHARS],
+                "passages": [{"id": a.id, "title": a.title, "text": passage[:PASSAGE_CHARS]}
+                             for a, passage in passages]}
         reply = await self._ask("turn", data, TurnOpinion, conversation_id=conversation_id, max_tokens=500)
         if reply is None:
             return None

@@ -359,9 +359,9 @@ class Service:
         self.wake()
 
 
-def _within_budget(lines: list[Line], chars: int = 6000, per_line: int = 400) -> list[str]:
+def _within_budget(lines: list[Line], chars: int = 5000, per_line: int = 400) -> list[str]:
     """The transcript as the model sees it for a brief: the first customer message, then as many of the
-    latest lines as fit in ``chars`` (about 1,500 tokens), each cut at ``per_line`` characters."""
+    latest lines as fit in ``chars`` (about 1,250 tokens), each cut at ``per_line`` characters."""
     shown = [f"{line.author} ({line.role}): {line.text[:per_line]}" for line in lines]
     if not shown:
         return []
