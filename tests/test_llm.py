@@ -316,3 +316,27 @@ async def test_eval_reports_the_offline_and_the_model_assisted_engine_side_by_si
     assert assisted["categories"]["escalate:billing"]["escalation_rate"] == 1.0
     assert assisted["calm_false_alarm_rate"] == 0.0
     assert assisted["calls"] == 3 and assisted["model"] == "fake-model" and "test-key" not in err.decode()
+
+
+async def test_send_to_customer_on_the_slack_card_opens_prefilled_with_the_models_draft(
+        service: Service, store: Store):
+    from slack_fake import INTERNAL, FakeSlack, Harness
+
+    from adapters import slack_blocks as blocks
+
+    slack_fake = FakeSlack()
+    harness = Harness(service, slack_fake, await slack_fake.start())
+    await harness.start()
+    try:
+        ts = await harness.say("U0ALEX", DISPUTE)
+        await harness.settle()
+        [card] = [p for p in slack_fake.posts(INTERNAL) if not p.get("thread_ts")]
+        assert "summary by fake-model" in json.dumps(card["blocks"])
+        conversation = await store.find_conversation("slack", "T0VENDOR", "C0SHARED", ts)
+        assert conversation is not None
+        await harness.click("U0SAM", blocks.SEND, conversation.id, card["posted_ts"])
+        view = slack_fake.ok("views.open")[0].args["view"]
+        assert view["blocks"][0]["element"]["initial_value"].startswith("Thanks for flagging this")
+    finally:
+        await harness.close()
+        await slack_fake.close()
