@@ -38,7 +38,6 @@ log = structlog.get_logger(__name__)
 
 PLATFORM = "discord"
 DEFAULT_API_URL = "https://discord.com/api/v10"
-WEB_URL = "https://discord.com/channels"
 MESSAGE_LIMIT = 2000
 THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # a week: a quiet support thread stays in the channel's list
 RECENT = timedelta(days=14)
@@ -477,7 +476,8 @@ class DiscordAdapter:
     def permalink(self, conversation: Conversation) -> str:
         """The customer's first message (for a forum post, the post)."""
         channel = conversation.thread if int(conversation.channel) in self._forums else conversation.channel
-        return f"{WEB_URL}/{conversation.workspace}/{channel}/{conversation.thread}"
+        web = yarl.URL(self.config.api_url).origin()  # https://discord.com/api/v10 -> https://discord.com
+        return f"{web}/channels/{conversation.workspace}/{channel}/{conversation.thread}"
 
     async def deliver(self, parcel: Parcel) -> dict[str, Any] | None:
         """Post one outbox action in the customer's thread; errors become the courier's retry signals.

@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
+from bot_process import free_port, running_bot
 from discord_fake import (
     BOT,
     DANA,
@@ -171,7 +171,8 @@ async def test_a_forum_post_is_answered_in_the_post(rig: Rig):
     assert "connect-calendars" in reply.body["content"]
     conversation = await rig.conversation(post, channel=FORUM)
     assert conversation is not None
-    assert rig.discord.permalink(conversation) == f"https://discord.com/channels/{GUILD}/{post}/{post}"
+    web = rig.fake.server.make_url("/channels")  # type: ignore[union-attr]  # Discord's own origin in production
+    assert rig.discord.permalink(conversation) == f"{web}/{GUILD}/{post}/{post}"
 
 
 # ---- the handoff to Slack and back ----
@@ -185,7 +186,8 @@ async def test_a_billing_dispute_goes_to_the_slack_card_and_send_to_customer_rea
     [card] = [p for p in rig.slack.fake.posts(INTERNAL) if not p.get("thread_ts")]
     shown = json.dumps(card["blocks"], ensure_ascii=False)
     assert "<!subteam^S0BILLING>" in card["text"] and "*HIGH*" in shown
-    assert f"https://discord.com/channels/{GUILD}/{SUPPORT}/{thread}|open in Discord" in shown
+    web = rig.fake.server.make_url("/channels")  # type: ignore[union-attr]
+    assert f"{web}/{GUILD}/{SUPPORT}/{thread}|open in Discord" in shown
     assert "\u201ccharged us twice\u201d" in shown
     conversation = await rig.conversation(thread)
     card_ts = card["posted_ts"]
@@ -409,32 +411,18 @@ async def test_python_m_bot_runs_slack_and_discord_together(fake_discord: FakeDi
     from slack_fake import SECRET
     from slack_fake import TOKEN as SLACK_TOKEN
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     api, gateway = str(fake_discord.server.make_url("/api/v10")), fake_discord.gateway_url  # type: ignore[union-attr]
     env = {**os.environ, "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake_slack[1],
-           "BATON_CUSTOMER_CHANNELS": "", "BATON_INTERNAL_CHANNEL": INTERNAL, "PORT": str(port),
+           "BATON_CUSTOMER_CHANNELS": "", "BATON_INTERNAL_CHANNEL": INTERNAL, "PORT": str(free_port()),
            "DISCORD_TOKEN": TOKEN, "BATON_DISCORD_CHANNELS": f"{SUPPORT},{FORUM}",
            "BATON_DISCORD_STAFF_ROLES": str(STAFF_ROLE), "DISCORD_API_URL": api, "DISCORD_GATEWAY_URL": gateway,
            "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'baton.db'}", "SLACK_APP_TOKEN": ""}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
-                                                   stderr=asyncio.subprocess.PIPE)
-    logged: list[str] = []
-    try:
-        assert process.stderr is not None
-        while "discord_caught_up" not in (line := (await asyncio.wait_for(process.stderr.readline(), 60)).decode()):
-            assert line, "the process ended: " + "".join(logged)
-            logged.append(line)
+    async with running_bot(env, tmp_path, ready="discord_caught_up") as bot:
         first = await fake_discord.say(DANA, HOW_TO)
         await fake_discord.wait_for(lambda f: bool(f.posts(int(first["id"]))), timeout=30)
         assert "connect-calendars" in fake_discord.posts(int(first["id"]))[0].body["content"]
-    finally:
-        process.terminate()
-        _, rest = await process.communicate()
-    output = "".join(logged) + rest.decode()
-    assert process.returncode == 0, output
-    assert TOKEN not in output and SLACK_TOKEN not in output and SECRET not in output
+    assert bot.returncode == 0, bot.output
+    assert TOKEN not in bot.output and SLACK_TOKEN not in bot.output and SECRET not in bot.output
 
 
 def test_discord_alone_is_refused_because_handoffs_go_to_slack(tmp_path: Path):

@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import re
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import ClientSession
+from bot_process import free_port, running_bot
 from slack_fake import GROUPS, INTERNAL, SECRET, SHARED, TOKEN, FakeSlack, Harness, envelope, message_event
 from slack_sdk.signature import SignatureVerifier
 
@@ -410,20 +409,11 @@ async def test_python_m_bot_serves_slack_from_the_environment(fake: tuple[FakeSl
     """The README's run command, as a process: configured by environment variables, it migrates a fresh
     database, checks the workspace, serves signed events on $PORT and answers through the Web API."""
     server, url = fake
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": url,
            "BATON_CUSTOMER_CHANNELS": SHARED, "BATON_INTERNAL_CHANNEL": INTERNAL, "PORT": str(port),
            "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'baton.db'}", "SLACK_APP_TOKEN": "", "DISCORD_TOKEN": ""}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
-                                                   stderr=asyncio.subprocess.PIPE)
-    logged: list[str] = []
-    try:
-        assert process.stderr is not None
-        while "slack_http_listening" not in (line := (await asyncio.wait_for(process.stderr.readline(), 60)).decode()):
-            assert line, "the process ended: " + "".join(logged)
-            logged.append(line)
+    async with running_bot(env, tmp_path, ready="slack_http_listening") as bot:
         event = message_event("U0DANA", "How do I connect my Outlook calendar?", ts=f"{int(time.time())}.000100")
         body = json.dumps(envelope(event, event_id="Ev0PROCESS"))
         stamp = str(int(time.time()))
@@ -437,12 +427,8 @@ async def test_python_m_bot_serves_slack_from_the_environment(fake: tuple[FakeSl
                 assert response.status == 200
         await server.wait_for(lambda f: bool(f.posts(SHARED)), timeout=30)
         assert "connect-calendars" in server.posts(SHARED)[0]["text"]
-    finally:
-        process.terminate()
-        _, rest = await process.communicate()
-    output = "".join(logged) + rest.decode()
-    assert process.returncode == 0, output
-    assert TOKEN not in output and SECRET not in output  # secrets never reach the logs
+    assert bot.returncode == 0, bot.output
+    assert TOKEN not in bot.output and SECRET not in bot.output  # secrets never reach the logs
 
 
 SCOPES_FOR = {  # the bot scope each Web API method Baton calls needs (per Slack's method pages)
