@@ -115,9 +115,11 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                 errors += 1
             else:
                 rows.append(row)
-    from bot.llm import LanguageModel
+    llm = None
+    if settings.openai_api_key is not None and not args.offline:
+        from bot.llm import LanguageModel
 
-    llm = LanguageModel.from_settings(settings, None) if not args.offline else None
+        llm = LanguageModel.from_settings(settings, None)
     reports = {"offline": _score(rows, [engine.triage(r.text) for r in rows], args.misses)}
     if llm is not None:
         extra = asyncio.run(_second_opinions(llm, [r.text for r in rows]))
@@ -225,10 +227,13 @@ def _check_platforms(settings: Settings, engine: Engine) -> None:
 
 def _service(engine: Engine, store: Store, settings: Settings) -> Service:
     """The service, with the language model when ``OPENAI_API_KEY`` is set (else the offline engine)."""
-    from bot.llm import LanguageModel
     from bot.service import Service
 
-    llm = LanguageModel.from_settings(settings, store)
+    llm = None
+    if settings.openai_api_key is not None:  # openai is imported only when it is used
+        from bot.llm import LanguageModel
+
+        llm = LanguageModel.from_settings(settings, store)
     if llm is not None:
         import structlog
 
@@ -253,9 +258,14 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     """Serve Slack (and Discord) until SIGTERM or Ctrl-C."""
     import signal
 
-    from adapters.discord_gateway import DiscordConfigError
     from adapters.run import serve
     from adapters.slack import SlackConfigError
+
+    refusals: tuple[type[Exception], ...] = (SlackConfigError,)
+    if settings.discord_token:  # discord.py is imported only when Discord is configured
+        from adapters.discord_gateway import DiscordConfigError
+
+        refusals += (DiscordConfigError,)
 
     store = await _open_store(settings)
     task = asyncio.create_task(serve(_service(engine, store, settings), settings))
@@ -266,7 +276,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
         await task
     except asyncio.CancelledError:
         return 0
-    except (SlackConfigError, DiscordConfigError) as exc:
+    except refusals as exc:
         raise UsageError(str(exc)) from None
     finally:
         await store.close()

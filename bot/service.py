@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -21,7 +22,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bot.engine import Engine
 from bot.handoff import Brief, Line, build_brief
-from bot.llm import LanguageModel, Opinion
 from bot.model import (
     Action,
     CardUpdate,
@@ -39,6 +39,9 @@ from bot.model import (
 from bot.outbox import Parcel
 from bot.policy import Policy
 from bot.store import Store
+
+if TYPE_CHECKING:  # the openai package takes about a second to import: only when a model is configured
+    from bot.llm import LanguageModel, Opinion
 
 log = structlog.get_logger(__name__)
 
