@@ -1,0 +1,40 @@
+"""Plain text for the detectors: the customer's words without links, mentions, emoji codes and markup.
+
+Retrieval and triage read :func:`plain`; the stored message keeps what the customer wrote. Every
+replacement keeps the text's length, so that an offset in the plain text is the same offset in the
+original and a signal's evidence can always be quoted verbatim from what the customer wrote
+(:func:`verbatim`).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Slack: <https://x|label>, <mailto:a@b|a@b>, <@U123>, <@U123|name>, <#C123|name>, <!here>, <!subteam^S1|@team>.
+# Discord: <@123>, <@!123>, <@&123>, <#123>, <:name:123>, <a:name:123>, <t:1700000000:R>.
+_ANGLED = re.compile(r"<(?:[@#!][^<>\s]{0,200}|https?://[^<>\s]{1,2000}|mailto:[^<>\s]{1,400}|a?:\w{1,64}:\d{1,25}"
+                     r"|t:\d{1,12}(?::\w)?)>")
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>]+", re.I)
+_EMOJI_CODE = re.compile(r"(?<![\w:]):[a-z0-9_+\-]{1,64}:(?![\w:])", re.I)
+_CODE_FENCE = re.compile(r"```")
+_MARKUP = re.compile(r"(?<!\w)[*_~`]+(?=\S)|(?<=\S)[*_~`]+(?!\w)|^\s*&gt;|^\s*>", re.M)
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * (match.end() - match.start())
+
+
+def plain(text: str) -> str:
+    """``text`` with links, mentions, emoji codes and markup replaced by spaces (same length)."""
+    if not text:
+        return text
+    out = _ANGLED.sub(_blank, text)
+    out = _URL.sub(_blank, out)
+    out = _EMOJI_CODE.sub(_blank, out)
+    out = _CODE_FENCE.sub(_blank, out)
+    return _MARKUP.sub(_blank, out)
+
+
+def verbatim(original: str, start: int, end: int) -> str:
+    """The customer's own words at ``start:end`` of :func:`plain`'s output, trimmed of blanked edges."""
+    return original[start:end].strip()
