@@ -1,7 +1,9 @@
 """Benchmark: `python -m bot triage` on 10,000 messages, as a whole process (start-up included).
 
-Prints messages per second and the child's peak memory. Not a test: run it by hand or in CI and
-read the numbers. The messages are generated here from templates (no dataset needed):
+Prints messages per second, the child's peak memory, and whether the help center's sentence-embedding
+model was loaded (without it Baton ranks answers lexically, which is cheaper). Not a test: run it by
+hand or in CI and read the numbers. The messages are generated here from templates (no dataset needed);
+some how-to questions carry links, mentions and emoji codes, as chat messages do:
 
     python benchmarks/triage_throughput.py [--messages 10000] [--runs 3]
 """
@@ -36,12 +38,21 @@ BODIES = [
     "all our recordings from {when} are gone",
     "no refund needed, just curious how annual billing works",
     "can I talk to a real person please?",
+    "<@U024BE7LH> how do I share a recording with someone outside the company? {link}",
+    "does the notetaker work with {platform} calls? :thinking_face:",
+    "where do I stop the bot from joining the {meeting}? <https://app.notewise.example/calendar|calendar>",
+    "can Notewise transcribe meetings in {language}?",
+    "how long do you keep recordings on the {plan} plan?",
 ]
 FILL = {
     "cal": ["Google", "Outlook", "iCloud"],
     "meeting": ["Weekly Sync", "board meeting", "standup", "QBR with Acme", "1:1"],
     "when": ["yesterday", "last Tuesday at 4pm", "this morning", "Nov 3 at 10:30am"],
     "n": ["12", "40", "250"],
+    "link": ["https://app.notewise.example/r/8812", "<https://app.notewise.example/r/17|this one>", ""],
+    "platform": ["Zoom", "Teams", "Webex", "Google Meet"],
+    "language": ["Japanese", "Polish", "German", "Portuguese"],
+    "plan": ["Free", "Pro", "Business"],
 }
 
 
@@ -69,6 +80,17 @@ def run_once(path: Path) -> tuple[float, float]:
     return elapsed, max(peak_kb, before) / 1024
 
 
+def embedding_model() -> str:
+    """Whether a process started like triage loads the embedding model (its own words when it does not)."""
+    probe = ("from bot.knowledge import KnowledgeBase\nfrom bot.policy import load_policy\n"
+             "kb = KnowledgeBase.load(None, load_policy().knowledge)\nprint('loaded' if kb.semantic else 'NOT loaded')")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return f"unknown (the probe failed: {proc.stderr.strip()[-300:]})"
+    found = proc.stdout.strip()
+    return found if found == "loaded" else f"{found}, answers ranked lexically ({proc.stderr.strip()[-300:]})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -87,6 +109,7 @@ def main() -> None:
     print(f"  wall seconds (median): {median:.2f}  (min {min(times):.2f}, max {max(times):.2f})")
     print(f"  throughput (median):   {args.messages / median:,.0f} messages/s")
     print(f"  peak memory:           {max(peaks):.0f} MB")
+    print(f"  embedding model:       {embedding_model()}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""The commands behind ``python -m bot``. Each takes the parsed arguments and returns an exit code."""
+"""The commands behind ``python -m bot``. Each takes the parsed arguments and returns an exit code.
+
+``triage``, ``replay`` and ``eval`` run the engine as a deployment does: with ``OPENAI_API_KEY`` set,
+each customer message also gets the language model's second opinion (extra signals, and an answer
+grounded in the help center's passages), exactly as :meth:`bot.service.Service._from_customer` asks
+it, a few calls at a time, the output in input order; a call that fails leaves that row's offline
+decision standing. Without a key, or with ``--offline``, the rules alone decide.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,13 @@ import argparse
 import asyncio
 import json
 import sys
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,12 +28,20 @@ from bot.engine import Engine
 from bot.evaluation import CALM, LabelledRow, Report
 from bot.jsonl import open_input, read_models
 from bot.knowledge import KnowledgeBase, KnowledgeError
+from bot.model import Decision
 from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.llm import LanguageModel, Opinion
     from bot.service import Service
     from bot.store import Store
+
+T = TypeVar("T")
+
+CONCURRENCY = 8
+"""Model calls in flight at once in the batch commands (``triage``, ``eval``, ``replay``)."""
+PLAYGROUND_LOG = Path("baton-playground.log")
 
 
 class UsageError(Exception):
@@ -56,6 +74,82 @@ def _engine(args: argparse.Namespace, settings: Settings, *, knowledge: bool = T
         raise UsageError(f"invalid help center: {exc}") from None
 
 
+def _language_model(args: argparse.Namespace, settings: Settings, store: Store | None = None) -> LanguageModel | None:
+    """The configured model, or ``None`` (no key, or ``--offline``). openai is imported only then."""
+    if getattr(args, "offline", False) or settings.openai_api_key is None:
+        return None
+    from bot.llm import LanguageModel
+
+    return LanguageModel.from_settings(settings, store)
+
+
+@dataclass
+class Assist:
+    """The language model's second opinion on single customer messages, for the batch commands.
+
+    It is asked as :meth:`bot.service.Service._from_customer` asks it for the first message of a
+    conversation: the help center's passages are given when the offline decision may answer (an intent
+    that answers, not escalated, or escalated only because the help center had no answer); its signals
+    and grounded answer then go back into the engine, which may only add caution. A failed, skipped or
+    late call (``first_reply`` seconds, as live) leaves the offline decision standing.
+    """
+
+    llm: LanguageModel
+    first_reply: float
+    concurrency: int = CONCURRENCY
+    asked: int = 0
+    fell_back: int = 0
+    _lanes: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    async def opinion(self, engine: Engine, text: str, offline: Decision) -> Opinion | None:
+        knowledge = engine.knowledge
+        answerable = (knowledge is not None and engine.policy.intents[offline.intent].answers
+                      and (not offline.escalate or "knowledge.no_answer" in offline.rules))
+        passages = knowledge.passages_for(text) if answerable and knowledge is not None else []
+        if self._lanes is None:
+            self._lanes = asyncio.Semaphore(self.concurrency)
+        async with self._lanes:
+            self.asked += 1
+            try:
+                async with asyncio.timeout(self.first_reply):
+                    opinion = await self.llm.opinion(text, passages, conversation_id=None)
+            except TimeoutError:
+                opinion = None
+        if opinion is None:
+            self.fell_back += 1
+        return opinion
+
+    async def decide(self, engine: Engine, text: str, offline: Decision, *, now: datetime | None = None,
+                     zone: str | None = None) -> Decision:
+        opinion = await self.opinion(engine, text, offline)
+        if opinion is None or not (opinion.signals or opinion.answer):
+            return offline
+        return engine.triage(text, now=now, zone=zone, extra=opinion.signals, grounded=opinion.answer)
+
+    def usage(self) -> str:
+        return (f"model {self.llm.model}: {self.asked} messages asked, {self.fell_back} without an answer "
+                f"(their offline decision stands), {self.llm.tokens} tokens")
+
+
+async def _ordered(items: Iterator[T], work: Callable[[T], Coroutine[Any, Any, str]], out: IO[str], *,
+                   window: int) -> None:
+    """Run ``work(item)`` (a coroutine returning text) for each item, up to ``window`` at once, and
+    write the results in input order as soon as they are ready. Items are read off the event loop,
+    so a slow input does not hold up the calls in flight."""
+    pending: deque[asyncio.Task[str]] = deque()
+    while (item := await asyncio.to_thread(next, items, None)) is not None:
+        pending.append(asyncio.create_task(work(item)))
+        while pending and (len(pending) >= window or pending[0].done()):
+            out.write(await pending.popleft())
+        out.flush()
+    while pending:
+        out.write(await pending.popleft())
+    out.flush()
+
+
+# ---- triage ----
+
+
 class TriageInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -78,34 +172,82 @@ def _open(name: str) -> AbstractContextManager[IO[str]]:
     return open_input(name)
 
 
+@dataclass(frozen=True)
+class _Moment:
+    """``--now`` and ``--tz``: the defaults for a line without its own ``now`` / ``tz``."""
+
+    tz: str | None
+    zone: tzinfo
+    now: datetime | None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> _Moment:
+        try:
+            return cls(args.tz, zone(args.tz) if args.tz else UTC,
+                       datetime.fromisoformat(args.now) if args.now else None)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def of_row(self, row: TriageInput) -> tuple[datetime, str | None]:
+        line_zone = ZoneInfo(row.tz) if row.tz else self.zone
+        now = row.now or self.now or datetime.now(line_zone)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=line_zone)
+        return now, row.tz or self.tz
+
+
+Row = tuple[int, "TriageInput | None", str | None, Any]
+"""One input line as :func:`bot.jsonl.read_models` yields it."""
+
+
 def triage(args: argparse.Namespace) -> int:
     """DESIGN.md's contract: one JSON line out per line in, in order; sends nothing."""
-    engine = _engine(args, _settings())
-    try:
-        default_zone = zone(args.tz) if args.tz else UTC
-        default_now = datetime.fromisoformat(args.now) if args.now else None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    out = sys.stdout
+    settings = _settings()
+    engine = _engine(args, settings)
+    moment = _Moment.of(args)
+    llm = _language_model(args, settings)
+
+    def printed(row_id: Any, decision: Decision) -> str:
+        return json.dumps({"id": row_id, **decision.contract()}, ensure_ascii=False) + "\n"
+
+    def refused(raw_id: Any, error: str | None) -> str:
+        return json.dumps({"id": raw_id, "error": error}) + "\n"
+
     with _open(args.file) as stream:
-        for _number, row, error, raw_id in read_models(stream, TriageInput):
+        rows: Iterator[Row] = read_models(stream, TriageInput)
+        if llm is None:  # the rules alone: no event loop, nothing per message but the engine
+            out = sys.stdout
+            for _number, row, error, raw_id in rows:
+                if row is None:
+                    out.write(refused(raw_id, error))
+                    continue
+                now, zone_name = moment.of_row(row)
+                out.write(printed(row.id, engine.triage(row.text, now=now, zone=zone_name)))
+            return 0
+        assist = Assist(llm, settings.first_reply)
+
+        async def one(item: Row) -> str:
+            _number, row, error, raw_id = item
             if row is None:
-                out.write(json.dumps({"id": raw_id, "error": error}) + "\n")
-                continue
-            line_zone = ZoneInfo(row.tz) if row.tz else default_zone
-            now = row.now or default_now or datetime.now(line_zone)
-            if now.tzinfo is None:
-                now = now.replace(tzinfo=line_zone)
-            decision = engine.triage(row.text, now=now, zone=row.tz or args.tz)
-            out.write(json.dumps({"id": row.id, **decision.contract()}, ensure_ascii=False) + "\n")
+                return refused(raw_id, error)
+            now, zone_name = moment.of_row(row)
+            offline = engine.triage(row.text, now=now, zone=zone_name)
+            return printed(row.id, await assist.decide(engine, row.text, offline, now=now, zone=zone_name))
+
+        asyncio.run(_ordered(rows, one, sys.stdout, window=4 * assist.concurrency))
+    if assist.fell_back:
+        print(f"baton: {assist.usage()}", file=sys.stderr)
     return 0
 
 
+# ---- eval ----
+
+
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
-    # Scores the risk detectors: a question the help center cannot answer is handed to a person too,
-    # but that is not a risk escalation, so the help center is left out here.
+    """Score the engine as it runs (with the help center) on labelled rows: risk escalations per
+    category, help-center no-answer handoffs apart, and silent rows (see :mod:`bot.evaluation`)."""
     settings = _settings()
-    engine = _engine(args, settings, knowledge=False)
+    engine = _engine(args, settings)
     rows: list[LabelledRow] = []
     errors = 0
     with _open(args.file) as stream:
@@ -115,21 +257,25 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                 errors += 1
             else:
                 rows.append(row)
-    llm = None
-    if settings.openai_api_key is not None and not args.offline:
-        from bot.llm import LanguageModel
-
-        llm = LanguageModel.from_settings(settings, None)
-    reports = {"offline": _score(rows, [engine.triage(r.text) for r in rows], args.misses)}
+    llm = _language_model(args, settings)
+    offline = [engine.triage(r.text) for r in rows]
+    reports = {"offline": _score(engine.policy, rows, offline, args.misses)}
+    assist = None
     if llm is not None:
-        extra = asyncio.run(_second_opinions(llm, [r.text for r in rows]))
-        decisions = [engine.triage(r.text, extra=signals or ()) for r, signals in zip(rows, extra, strict=True)]
-        reports[f"model-assisted ({llm.model})"] = _score(rows, decisions, args.misses)
-        usage = {"calls": llm.calls, "tokens": llm.tokens, "failed": sum(s is None for s in extra)}
+        assist = Assist(llm, settings.first_reply)
+
+        async def all_rows(helper: Assist) -> list[Decision]:
+            return list(await asyncio.gather(*(helper.decide(engine, r.text, d) for r, d in zip(rows, offline,
+                                                                                                 strict=True))))
+
+        reports[f"model-assisted ({llm.model})"] = _score(engine.policy, rows, asyncio.run(all_rows(assist)),
+                                                          args.misses)
     if args.json:
         out: dict[str, Any] = {**reports["offline"][0].as_dict(), "errors": errors}
-        if llm is not None:
-            out["model_assisted"] = {**list(reports.values())[1][0].as_dict(), "model": llm.model, **usage}
+        if assist is not None:
+            out["model_assisted"] = {**list(reports.values())[1][0].as_dict(), "model": assist.llm.model,
+                                     "calls": assist.llm.calls, "tokens": assist.llm.tokens,
+                                     "failed": assist.fell_back}
         print(json.dumps(out))
         return 0 if not errors else 1
     for title, (report, misses) in reports.items():
@@ -137,40 +283,36 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
             print(f"== {title} ==")
         for line in report.lines():
             print(line)
-        for category, wrong in sorted(misses.items()):
-            print(f"\nwrong in {category}:")
+        for heading, wrong in sorted(misses.items(), key=lambda item: item[0].split(" in ", 1)[::-1]):
+            print(f"\n{heading}:")
             print("\n".join(wrong))
         if len(reports) > 1:
             print()
-    if llm is not None:
-        print(f"model calls: {usage['calls']} ({usage['failed']} failed: those rows count as offline), "
-              f"tokens: {usage['tokens']}")
+    if assist is not None:
+        print(f"model calls: {assist.llm.calls} ({assist.fell_back} failed: those rows count as offline), "
+              f"tokens: {assist.llm.tokens}")
     return 0 if not errors else 1
 
 
-def _score(rows: list[LabelledRow], decisions: list[Any],
+def _score(policy: Policy, rows: list[LabelledRow], decisions: list[Decision],
            misses_per_category: int) -> tuple[Report, dict[str, list[str]]]:
-    report = Report()
+    report = Report(policy)
     misses: dict[str, list[str]] = {}
     for row, decision in zip(rows, decisions, strict=True):
-        report.add(row, decision)
-        wrong = decision.escalate if row.category in CALM else not decision.escalate
-        if misses_per_category and wrong and len(misses.setdefault(row.category, [])) < misses_per_category:
-            why = ",".join(decision.rules) if decision.escalate else "-"
-            misses[row.category].append(f"  {row.id} [{row.source}] {row.text!r} -> {why}")
+        outcome = report.add(row, decision)
+        risk = outcome == "risk"
+        if not misses_per_category:
+            continue
+        if (risk if row.category in CALM else not risk):
+            listed = misses.setdefault(f"wrong in {row.category}", [])
+            if len(listed) < misses_per_category:
+                why = ",".join(decision.rules) if risk else ("-" if outcome != "no_answer" else "no answer")
+                listed.append(f"  {row.id} [{row.source}] {row.text!r} -> {why}")
+        if outcome == "silent":
+            listed = misses.setdefault(f"silent in {row.category}", [])
+            if len(listed) < misses_per_category:
+                listed.append(f"  {row.id} [{row.source}] {row.text!r} -> {','.join(decision.rules) or '-'}")
     return report, misses
-
-
-async def _second_opinions(llm: Any, texts: list[str], concurrency: int = 8) -> list[Any]:
-    """The model's extra signals for each text (``None`` where the call failed), a few calls at a time."""
-    lanes = asyncio.Semaphore(concurrency)
-
-    async def one(text: str) -> Any:
-        async with lanes:
-            opinion = await llm.opinion(text, [], conversation_id=None)
-            return opinion.signals if opinion is not None else None
-
-    return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -190,17 +332,27 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- run: the platforms, or the playground ----
+
+
 def run(args: argparse.Namespace) -> int:
     settings = _settings()
-    engine = _engine(args, settings)  # fail fast on a bad policy or help center
     from bot import logs
 
     if settings.slack_bot_token or settings.slack_signing_secret or settings.discord_token:
-        _check_platforms(settings, engine)  # every problem at once, before anything starts
         logs.configure(settings.log_level)
+        engine = _engine(args, settings)  # fail fast on a bad policy or help center
+        _check_platforms(settings, engine)  # every problem at once, before anything starts
         return asyncio.run(_serve(engine, settings))
-    logs.configure(settings.log_level if settings.log_level != "info" else "warning")
-    return asyncio.run(_playground(engine, settings, timezone=args.tz))
+    # The playground: logs go to a file, never between the lines of the conversation; configured
+    # before anything is loaded, since loaders may warn (loggers are fixed at their first use).
+    log_file = Path(getattr(args, "log_file", None) or PLAYGROUND_LOG)
+    try:
+        logs.configure(settings.log_level, file=log_file)
+    except OSError as exc:
+        raise UsageError(f"cannot write the log file {log_file}: {exc.strerror}") from None
+    engine = _engine(args, settings)
+    return _playground(engine, settings, args, log_file)
 
 
 def _check_platforms(settings: Settings, engine: Engine) -> None:
@@ -283,15 +435,33 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     return 0
 
 
-async def _playground(engine: Engine, settings: Settings, *, timezone: str | None) -> int:
-    from adapters.console import Console
+def _playground(engine: Engine, settings: Settings, args: argparse.Namespace, log_file: Path) -> int:
+    """The terminal conversation. Lines are read in the main thread (readline, Ctrl-C and Ctrl-D work
+    as in any prompt) and each turn runs on one event loop that lives as long as the store."""
+    from adapters.console import Console, Session
 
-    store = await _open_store(settings)
-    try:
-        console = Console(_service(engine, store, settings), sys.stdin, sys.stdout, timezone=timezone)
-        return await console.run()
-    finally:
-        await store.close()
+    shown = str(log_file) if log_file.is_absolute() or str(log_file).startswith(".") else f"./{log_file}"
+    with asyncio.Runner() as runner:
+        store = runner.run(_open_store(settings))
+        try:
+            service = _service(engine, store, settings)
+            intro = [f"logs: {shown}",
+                     f"engine: the rules with {service.llm.model}'s second opinion" if service.llm is not None
+                     else "engine: the rules alone (no OPENAI_API_KEY)"]
+            session: Session | None = None
+            if getattr(args, "resume", False):
+                session = runner.run(Console.last_session(store))
+                intro.append("resuming the last run's customer and conversation" if session is not None
+                             else "nothing to resume: you are a new customer")
+            else:
+                intro.append("you are a new customer (--resume continues the last run's conversation)")
+            console = Console(service, sys.stdin, sys.stdout, timezone=args.tz, session=session)
+            return console.run(runner, intro=intro)
+        finally:
+            runner.run(store.close())
+
+
+# ---- replay ----
 
 
 class ReplayMessage(BaseModel):
@@ -315,21 +485,34 @@ class ReplayConversation(BaseModel):
     id: Any = None
     messages: list[ReplayMessage] = Field(min_length=1)
     outcome: ReplayOutcome | None = None
+    tz: str | None = None
+    """The customer's IANA time zone, as a Slack profile gives it."""
+    customer: str | None = None
+    """The customer's id; conversations that share it are one customer's (for repeat contacts)."""
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            zone(v)
+        return v
 
 
 def replay(args: argparse.Namespace) -> int:
     """Shadow mode: what Baton would have done at each turn of past conversations, and how that
     compares with what the humans did. Uses a throwaway SQLite store; sends nothing."""
-    engine = _engine(args, _settings())
+    settings = _settings()
+    engine = _engine(args, settings)
     with _open(args.file) as stream:
         rows = list(read_models(stream, ReplayConversation))
-    return asyncio.run(_replay(engine, rows, as_json=args.json))
+    return asyncio.run(_replay(engine, rows, as_json=args.json, settings=settings,
+                               offline=getattr(args, "offline", False)))
 
 
-async def _replay(engine: Engine, rows: list[Any], *, as_json: bool) -> int:
+async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: Settings | None = None,
+                  offline: bool = True) -> int:
     import tempfile
 
-    from bot.model import Message, Person, Role
     from bot.service import Service
     from bot.store import Store
 
@@ -338,63 +521,92 @@ async def _replay(engine: Engine, rows: list[Any], *, as_json: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="baton-replay-") as folder:
         store = Store(f"sqlite+aiosqlite:///{folder}/replay.db")
         await store.migrate()
-        service = Service(engine, store)
+        llm = None
+        if settings is not None and not offline:
+            llm = _language_model(argparse.Namespace(offline=False), settings, store)
+        service = Service(engine, store, llm=llm, first_reply=settings.first_reply if settings else 10.0)
+        # Conversations are independent: with a model, a few run at once (their turns in order).
+        lanes = asyncio.Semaphore(CONCURRENCY if llm is not None else 1)
+
+        async def one(number: int, convo: ReplayConversation) -> list[dict[str, Any]]:
+            async with lanes:
+                return await _replay_conversation(service, number, convo)
+
+        tasks = [asyncio.create_task(one(number, convo)) if convo is not None else None
+                 for number, convo, _error, _raw in rows]
         try:
-            for number, convo, error, _raw in rows:
-                if convo is None:
+            for (number, convo, error, _raw), task in zip(rows, tasks, strict=True):
+                if convo is None or task is None:
                     tally["bad_lines"] += 1
-                    print(f"line {number}: skipped: {error}", file=sys.stderr)
+                    why = (error or "").removeprefix(f"line {number}: ")
+                    print(f"line {number}: skipped: {why}", file=sys.stderr)
                     continue
+                turns = await task
                 tally["conversations"] += 1
-                start = datetime.now(UTC)
-                escalated_at: int | None = None
-                route: str | None = None
-                turns = []
-                for index, msg in enumerate(convo.messages):
-                    role = Role.customer if msg.role == "customer" else Role.staff
-                    author = Person(id="customer" if role is Role.customer else "agent", role=role)
-                    at = msg.at or start + timedelta(minutes=index)
-                    if at.tzinfo is None:
-                        at = at.replace(tzinfo=UTC)
-                    outcome = await service.handle(Message(
-                        platform="replay", workspace="replay", channel="replay", thread=f"{number}",
-                        author=author, text=msg.text, at=at, event_id=f"{number}:{index}"))
-                    decision = outcome.decision
-                    turn: dict[str, Any] = {"turn": index + 1, "role": msg.role}
-                    if decision is not None:
-                        if decision.escalate and escalated_at is None:
-                            escalated_at, route = index + 1, decision.route
-                        turn.update(intent=decision.intent, escalate=decision.escalate, route=decision.route,
-                                    severity=str(decision.severity), reply=decision.reply,
-                                    rules=list(decision.rules), held=[h[0] for h in decision.held])
-                    turns.append(turn)
-                verdict: dict[str, Any] = {"escalated": escalated_at is not None, "escalated_at_turn": escalated_at,
-                                           "route": route}
-                if convo.outcome is not None:
-                    tally["with_outcome"] += 1
-                    human = convo.outcome
-                    verdict["human"] = human.model_dump()
-                    if human.escalated and escalated_at is None:
-                        tally["missed_escalations"] += 1
-                        verdict["agreement"] = "missed escalation"
-                    elif not human.escalated and escalated_at is not None:
-                        tally["extra_escalations"] += 1
-                        verdict["agreement"] = "extra escalation"
-                    else:
-                        tally["agree"] += 1
-                        verdict["agreement"] = "agree"
-                        if human.escalated and human.route:
-                            same = human.route == route
-                            tally["same_route" if same else "different_route"] += 1
-                            verdict["agreement"] = "agree, same route" if same else f"agree, but routed to {route}"
+                verdict = _verdict(convo, turns, tally)
                 _print_replay(convo.id, turns, verdict, as_json=as_json)
         finally:
+            running = [task for task in tasks if task is not None and not task.done()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             await store.close()
     if as_json:
         print(json.dumps({"summary": tally}))
     else:
         print("\nsummary: " + ", ".join(f"{k}={v}" for k, v in tally.items()))
     return 0
+
+
+async def _replay_conversation(service: Service, number: int, convo: ReplayConversation) -> list[dict[str, Any]]:
+    """Each turn through the service as live; per customer turn, the ``triage`` contract's fields."""
+    from bot.model import Message, Person, Role
+
+    customer = Person(id=convo.customer or f"customer-{number}", role=Role.customer, timezone=convo.tz)
+    agent = Person(id="agent", role=Role.staff)
+    start = datetime.now(UTC)
+    turns: list[dict[str, Any]] = []
+    for index, msg in enumerate(convo.messages):
+        at = msg.at or start + timedelta(minutes=index)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=ZoneInfo(convo.tz) if convo.tz else UTC)
+        outcome = await service.handle(Message(
+            platform="replay", workspace="replay", channel="replay", thread=f"{number}",
+            author=customer if msg.role == "customer" else agent, text=msg.text, at=at, event_id=f"{number}:{index}"))
+        turn: dict[str, Any] = {"turn": index + 1, "role": msg.role}
+        decision = outcome.decision
+        if decision is not None:
+            turn.update(decision.contract())
+            turn.update(held=[h[0] for h in decision.held],
+                        state=outcome.state.value if outcome.state is not None else None)
+        turns.append(turn)
+    return turns
+
+
+def _verdict(convo: ReplayConversation, turns: list[dict[str, Any]], tally: dict[str, int]) -> dict[str, Any]:
+    first = next((t for t in turns if t.get("escalate")), None)
+    escalated_at = first["turn"] if first is not None else None
+    route = first["route"] if first is not None else None
+    verdict: dict[str, Any] = {"escalated": escalated_at is not None, "escalated_at_turn": escalated_at,
+                               "route": route}
+    if convo.outcome is not None:
+        tally["with_outcome"] += 1
+        human = convo.outcome
+        verdict["human"] = human.model_dump()
+        if human.escalated and escalated_at is None:
+            tally["missed_escalations"] += 1
+            verdict["agreement"] = "missed escalation"
+        elif not human.escalated and escalated_at is not None:
+            tally["extra_escalations"] += 1
+            verdict["agreement"] = "extra escalation"
+        else:
+            tally["agree"] += 1
+            verdict["agreement"] = "agree"
+            if human.escalated and human.route:
+                same = human.route == route
+                tally["same_route" if same else "different_route"] += 1
+                verdict["agreement"] = "agree, same route" if same else f"agree, but routed to {route}"
+    return verdict
 
 
 def _print_replay(conversation_id: Any, turns: list[dict[str, Any]], verdict: dict[str, Any], *,
@@ -409,6 +621,13 @@ def _print_replay(conversation_id: Any, turns: list[dict[str, Any]], verdict: di
             continue
         what = f"escalate to {turn['route']} ({turn['severity']})" if turn["escalate"] else "handle"
         print(f"  {turn['turn']}. {turn['role']}: {turn['intent']} -> {what}")
+        if turn["signals"]:
+            print("     signals: " + ", ".join(f"{s['kind']}:{s['severity']} ({s['evidence']!r})"
+                                           for s in turn["signals"]))
+        gathered = {k: v for k, v in turn["details"].items() if v}
+        if gathered or turn["missing"]:
+            print("     details: " + (", ".join(f"{k}={v}" for k, v in gathered.items()) or "-")
+                  + (f"; missing: {', '.join(turn['missing'])}" if turn["missing"] else ""))
         if turn["reply"]:
             print("     would say: " + turn["reply"].replace("\n", "\n                "))
         for held in turn["held"]:

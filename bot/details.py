@@ -1,24 +1,33 @@
 """Structured-detail gathering: the meeting's name, date, time and time zone from free text.
 
-Dates and times are parsed by dateparser in the customer's time zone. Before it sees the text, a
-few support-chat conventions that it does not know are written in words it does ("eight tonight"
--> "today 20:00", "a couple of hours" -> "2 hours"); after it, a date or time that has no year,
-no direction word and lands in the future is moved to its most recent past occurrence, because a
-customer reporting a meeting is talking about one that already happened ("at 2pm" said at 10am is
-yesterday 2pm, "Tuesday" is the last Tuesday, "Dec 3" in November is last December).
+Dates and times are read in the customer's time zone, in two passes. The quick pass (compiled
+regexes, below "the quick pass") reads the forms support messages use: spoken and regional clock
+times ("half past two", "quarter to ten", "2.30pm", "14h30", "9ish", "noon"), days ("yesterday",
+"this morning", "Tuesday", "Nov 3", "the 14th", "3 days ago", ISO and numeric dates). Only what it
+leaves unread and looks like a date (a month, "week", "ago", a numeric form) goes to dateparser,
+after a few support-chat forms it misses are rewritten ("nine tonight" -> "today 21:00", "a couple
+of hours" -> "2 hours").
+
+A support message is about something that already happened, so a time, weekday or date said without
+a year or a direction word means its most recent past occurrence: a time alone is today's if it has
+passed, else yesterday's ("at 4pm" said at 10am is yesterday's); a weekday is the last one (today's if
+its time has passed); "Dec 3" said in November is last December's, "Nov 3" said on 3 November today's.
+A date is only ever filled in when the customer named a day: a time alone fills the time and leaves
+the date to be asked for, so the read-back never shows a date the customer did not give.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from bot.model import Details
 from bot.policy import Policy, zone
+from bot.text import plain
 
 Grain = Literal["second", "minute", "hour", "day", "week", "month", "year"]
 _GRAINS: dict[str, Grain] = {"day": "day", "week": "week", "month": "month", "year": "year"}
@@ -116,7 +125,7 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\byrs?\b", re.I), "year"),
     (re.compile(r"\b(\d{1,2})(" + _MONTH + r")\b", re.I), r"\1 \2"),
     (re.compile(r"\b(?:a|one)\s+(sec|second|minute|hour|day|week|month|year)\b", re.I), r"1 \1"),
-    # a range means its start: "3-4pm", "between 9:30 and 11:00", "from 13 to 15 July", "Aug 27th - 29th"
+    # a range means its start: "1-2pm", "between 8:15 and 9:00", "from 4 to 6 May", "Sep 2nd - 5th"
     (re.compile(r"\b(\d{1,2}(?::\d{2})?)\s*(?:-|–|to)\s*\d{1,2}(?::\d{2})?\s*(am|pm)\b", re.I), r"\1\2"),
     (re.compile(r"\b(\d{1,2}:\d{2})\s*(?:-|–)\s*\d{1,2}:\d{2}\b", re.I), r"\1"),
     (re.compile(r"\bbetween\s+(\S+)\s+and\s+\S+", re.I), r"\1"),
@@ -222,16 +231,16 @@ def _normalise(phrase: str) -> tuple[str, int | None, bool]:
     return f"{rest} {day}".strip(), first_hour, False
 
 
-def resolve(phrase: str, now: datetime, *, prefer: Literal["past", "future"] = "past") -> When | None:
-    """Resolve one date/time phrase said at ``now`` (an aware datetime in the customer's zone)."""
+def _resolve_slow(phrase: str, now: datetime, *, prefer: Literal["past", "future"] = "past") -> When | None:
+    """The dateparser reading of a phrase the quick pass does not cover (periods, ranges, unusual forms)."""
     tz = now.tzinfo
     if _NOW.match(phrase) or _DEADLINE.match(phrase):
-        # "by EOM", "by 2pm": a deadline runs from now.
+        # "by Friday", "by 5pm": a deadline runs from now.
         return When(now, "second", True, True, phrase)
     stated_zone = find_zone(phrase)
     if stated_zone is not None:
         phrase_wo_zone = (phrase[:stated_zone.span[0]] + phrase[stated_zone.span[1]:]).strip()
-        local = resolve(phrase_wo_zone, now.astimezone(ZoneInfo(stated_zone.name)), prefer=prefer)
+        local = _resolve_slow(phrase_wo_zone, now.astimezone(ZoneInfo(stated_zone.name)), prefer=prefer)
         if local is None:
             return None
         return When(local.value.astimezone(tz), local.grain, local.has_date, local.has_time, phrase)
@@ -292,7 +301,7 @@ _WEEKDAY_NUMBER = {w: i for i, w in enumerate(["mon", "tue", "wed", "thu", "fri"
 
 
 def _weekday_consistent(value: datetime, phrase: str) -> datetime:
-    """"Monday, Feb 18" with no year: pick the nearest year in which Feb 18 is a Monday."""
+    """"Friday, Mar 6" with no year: pick the nearest year in which Mar 6 is a Friday."""
     m = re.search(r"\b(" + _WEEKDAY + r")\b.*?\b(" + _MONTH + r")\b|\b(" + _MONTH + r")\b.*?\b(" + _WEEKDAY + r")\b",
                   phrase, re.I)
     if not m or _HAS_YEAR.search(phrase):
@@ -311,7 +320,7 @@ def _weekday_consistent(value: datetime, phrase: str) -> datetime:
     return value
 
 
-# ---- periods dateparser does not know: weeks, "beginning of", "first Monday of", "last two weeks" ----
+# ---- periods dateparser does not know: weeks, "beginning of", "second Friday of", "past three weeks" ----
 
 _THIS = {"this": 0, "current": 0, "the": 0, "": 0, "last": -1, "past": -1, "previous": -1, "next": 1, "coming": 1,
          "following": 1}
@@ -422,8 +431,8 @@ _CANDIDATE = re.compile(
     r"(?:morning|afternoon|evening)|morning|afternoon|evening|tonight))*", re.I)
 
 
-def find_when(text: str, now: datetime) -> When | None:
-    """The meeting's date and/or time in a customer's message, merged from every phrase found."""
+def _find_when_slow(text: str, now: datetime) -> When | None:
+    """The dateparser reading of a message: every candidate phrase resolved, date and time merged."""
     date_part: When | None = None
     time_part: When | None = None
     for m in _CANDIDATE.finditer(text):
@@ -434,7 +443,7 @@ def find_when(text: str, now: datetime) -> When | None:
                 phrase = phrase + " " + tail[:zone_match.span[1]].strip()
         if re.fullmatch(r"(?i)(?:on|at|in|from|since|by|this|last|next)\s*", phrase):
             continue
-        when = resolve(phrase, now)
+        when = _resolve_slow(phrase, now)
         if when is None:
             continue
         if when.has_date and date_part is None and _HAS_DATE.search(phrase):
@@ -452,14 +461,579 @@ def find_when(text: str, now: datetime) -> When | None:
     return When(combined, time_part.grain, True, True, f"{date_part.text} {time_part.text}")
 
 
+# ---- the quick pass: the forms support messages use, read with compiled regexes ----
+#
+# Spoken and regional clock forms are first written as plain clock times ("half past two" -> "2:30",
+# "quarter to ten" -> "9:45", "2.30pm" -> "2:30pm", "14h30" -> "14:30", "9ish" -> "around 9", "noon"
+# stays a word the clock reader knows). The reader then finds one date (today, yesterday, a weekday,
+# "Nov 3", "the 14th", "3 days ago", an ISO or numeric date) and one clock time, and resolves them
+# to the most recent past occurrence unless a direction word or a year says otherwise. dateparser is
+# only asked about what this pass leaves unread.
+
+_HOUR_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split()) if i}
+_MINUTE_WORDS = {"oh five": 5, "five": 5, "ten": 10, "fifteen": 15, "twenty": 20, "twenty five": 25, "thirty": 30,
+                 "thirty five": 35, "forty": 40, "forty five": 45, "fifty": 50, "fifty five": 55}
+_HOUR_W = r"(?:" + "|".join(sorted(_HOUR_WORDS, key=len, reverse=True)) + r")"
+_MINUTE_W = r"(?:" + "|".join(w.replace(" ", r"[\s-]") for w in sorted(_MINUTE_WORDS, key=len, reverse=True)) + r")"
+_AMPM = r"(?:[ap]\.?\s?m\.?(?![a-z]))"
+_LEAD = r"(?:at|@|around|about|approx(?:\.|imately)?|roughly|circa|by|from|since|until|till|til|before|after|between)"
+_DAY_CONTEXT = (r"(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night|tonight|this\s+(?:morning|afternoon|evening)"
+                r"|(?:today|tomorrow|yesterday)(?:\s+(?:morning|afternoon|evening|night))?)\b")
+#: Words after a number that make it a count, not a clock time ("at 5 people", "around 3 hours").
+_NOT_CLOCK_AFTER = re.compile(
+    r"\s*(?:%|percent|x\b|people|persons?|users?|members?|attendees?|participants?|seats?|licen[cs]es?|times?|"
+    r"secs?|seconds?|mins?|minutes?|hrs?|hours?|days?|weeks?|months?|years?|meetings?|calls?|recordings?|of\b|"
+    r"out\b|gb\b|mb\b|st\b|nd\b|rd\b|th\b|" + _MONTH + r"\b)", re.I)
+
+_ISH = re.compile(r"\b(\d{1,2}(?::\d{2})?)\s*-?ish\b", re.I)
+_H_FORM = re.compile(r"\b([01]?\d|2[0-3])h([0-5]\d)\b|\b(" + _LEAD + r")\s+([01]?\d|2[0-3])h\b", re.I)
+_DOT_TIME = re.compile(r"\b(\d{1,2})\.([0-5]\d)\s*(" + _AMPM + r")|\b(" + _LEAD + r")\s+(\d{1,2})\.([0-5]\d)\b(?!\.\d)",
+                       re.I)
+_OCLOCK = re.compile(r"\b(\d{1,2})\s*o['’]?\s?clock\b", re.I)
+_WORD_CLOCK = re.compile(r"\b(?:(?P<lead>at|by|around|about)\s+)?(?P<h>" + _HOUR_W + r")[\s-](?P<m>" + _MINUTE_W
+                         + r")\b", re.I)
+_WORD_HOUR = re.compile(r"\b(?:(?P<lead>at|around|about|by)\s+)?(?P<h>" + _HOUR_W + r")(?P<ish>\s*-?ish)?\b", re.I)
+#: After an hour said in words, what makes it a clock time: a meridiem, "o'clock", a part of the day.
+_CLOCK_CONTEXT = re.compile(r"\s*(?:" + _AMPM + r"|o['’]?\s?clock\b|" + _DAY_CONTEXT + r")", re.I)
+#: After "at ten": the end of the phrase or of a clause, or a zone.
+_CLAUSE_END = re.compile(r"\s*(?:$|[,.;:!?)]|(?:and|but|on|when|so|yesterday|today|[a-z]+\s+time|"
+                         + "|".join(a.lower() for a in ZONE_ABBREVIATIONS) + r")\b)", re.I)
+_PAST_TO = re.compile(
+    r"\b(?P<n>(?:a\s+)?quarter|half|\d{1,2}|" + _MINUTE_W + r")(?P<unit>\s+min(?:ute)?s?)?\s+"
+    r"(?P<rel>past|after|to|before|of|till|til)\s+(?P<h>\d{1,2}(?![\d:])|(?:" + _HOUR_W + r"|noon|midday|midnight)\b)"
+    r"(?:\s*(?P<ap>" + _AMPM + r"))?", re.I)
+_HALF_HOUR = re.compile(r"\bhalf\s+(\d{1,2}|" + _HOUR_W + r")\b(?!\s*(?:an?\b|hours?|past|of|the|way|[:\d]))", re.I)
+_RANGE_END = re.compile(r"\b(\d{1,2})((?::[0-5]\d)?)\s*(?:-|–|to|until|till|through)\s*(\d{1,2})(?::[0-5]\d)?\s*("
+                        + _AMPM + r")", re.I)
+_DAY_RANGE = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s*(?:-|–|to|through|thru|until)\s*\d{1,2}(?:st|nd|rd|th)?"
+                        r"(\s+(?:of\s+)?" + _MONTH + r")\b", re.I)
+_MONTH_RANGE = re.compile(r"\b(" + _MONTH + r"\.?\s+\d{1,2})(?:st|nd|rd|th)?\s*(?:-|–|to|through|thru|until)\s*"
+                          r"\d{1,2}(?:st|nd|rd|th)?\b(?!:)", re.I)
+
+
+def _hour_value(token: str) -> int:
+    token = token.lower()
+    if token in ("noon", "midday"):
+        return 12
+    if token == "midnight":
+        return 0
+    return _HOUR_WORDS[token] if token in _HOUR_WORDS else int(token)
+
+
+def _minute_value(token: str) -> int:
+    token = re.sub(r"[\s-]+", " ", token.lower())
+    if "quarter" in token:
+        return 15
+    if token == "half":
+        return 30
+    return _MINUTE_WORDS[token] if token in _MINUTE_WORDS else int(token)
+
+
+def _meridiem(ap: str | None) -> str | None:
+    return None if not ap else ("pm" if ap.lower().startswith("p") else "am")
+
+
+def _past_to(m: re.Match[str]) -> str:
+    n, rel, word = m.group("n").lower(), m.group("rel").lower(), m.group("h")
+    before = rel in ("to", "before", "of", "till", "til")
+    digits = n[0].isdigit()
+    if (rel == "of" and "quarter" not in n) or (n == "half" and before) \
+            or (digits and not m.group("unit") and rel != "past"):
+        return m.group(0)
+    minutes = _minute_value(n)
+    hour = _hour_value(word)
+    if minutes >= 60 or hour > 23:
+        return m.group(0)
+    ap = _meridiem(m.group("ap"))
+    if word.lower() in ("noon", "midday"):
+        ap = "pm"
+    elif word.lower() == "midnight":
+        hour, ap = 24, None
+    if ap:  # a stated meridiem: work in 24-hour time and say so with a leading zero
+        if hour > 12:
+            return m.group(0)
+        hour = hour % 12 + (12 if ap == "pm" else 0)
+    if before:
+        hour, minutes = hour - 1, 60 - minutes
+    if ap or word.lower() in ("noon", "midday", "midnight"):
+        return f"{hour % 24:02d}:{minutes:02d}"
+    if hour == 0:
+        hour = 12
+    return f"{hour}:{minutes:02d}"
+
+
+def _word_clock(m: re.Match[str]) -> str:
+    """"eleven forty am", "at seven fifteen" -> "11:40 am", "at 7:15"; other word pairs stay."""
+    if not m.group("lead") and not _CLOCK_CONTEXT.match(m.string, m.end()):
+        return m.group(0)
+    lead = m.group("lead") + " " if m.group("lead") else ""
+    return f"{lead}{_hour_value(m.group('h'))}:{_minute_value(m.group('m')):02d}"
+
+
+def _word_hour(m: re.Match[str]) -> str:
+    """"nine tonight", "at ten", "around fourish" -> digits; "at one point" stays."""
+    if not _CLOCK_CONTEXT.match(m.string, m.end()) and not (m.group("lead") and _CLAUSE_END.match(m.string, m.end())):
+        return m.group(0)
+    lead = m.group("lead") or ("around" if m.group("ish") else "")
+    return f"{lead} {_hour_value(m.group('h'))}".strip()
+
+
+def _range_start(m: re.Match[str]) -> str:
+    start, end, ap = int(m.group(1)), int(m.group(3)), _meridiem(m.group(4))
+    if start > 12 or end > 12:
+        return m.group(0)
+    start_ap = ap if (start % 12) <= (end % 12) else ("am" if ap == "pm" else "pm")
+    return f"{start}{m.group(2)}{start_ap}"
+
+
+def spoken(text: str) -> str:
+    """``text`` with spoken and regional clock forms written as plain clock times (same meaning)."""
+    text = _H_FORM.sub(lambda m: f"{m.group(1)}:{m.group(2)}" if m.group(1) else f"{m.group(3)} {m.group(4)}:00", text)
+    text = _DOT_TIME.sub(lambda m: f"{m.group(1)}:{m.group(2)}{m.group(3)}" if m.group(1)
+                         else f"{m.group(4)} {m.group(5)}:{m.group(6)}", text)
+    text = _ISH.sub(r"around \1", text)
+    text = _OCLOCK.sub(r"at \1", text)
+    text = _WORD_CLOCK.sub(_word_clock, text)
+    text = _PAST_TO.sub(_past_to, text)
+    text = _HALF_HOUR.sub(lambda m: f"{_hour_value(m.group(1))}:30", text)
+    text = _WORD_HOUR.sub(_word_hour, text)
+    text = _RANGE_END.sub(_range_start, text)
+    text = _DAY_RANGE.sub(r"\1\2", text)
+    return _MONTH_RANGE.sub(r"\1", text)
+
+
+_CLOCK = re.compile(
+    r"(?P<lead>\b" + _LEAD + r"\s+(?:(?:about|around)\s+)?|~\s*)?(?<![\w:/.,-])(?P<h>\d{1,2})"
+    r"(?::(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d))?)?(?![\d/:]|\.\d)(?:\s*(?P<ap>" + _AMPM + r"))?"
+    r"|\b(?P<word>noon|midday|midnight)\b", re.I)
+_CONTEXT_AFTER = re.compile(r"\s+" + _DAY_CONTEXT, re.I)
+#: Parts of the day: the hour they start at (Duckling's), and how a bare hour in them reads.
+_PARTS: dict[str, tuple[int, str]] = {
+    "early morning": (0, "am"), "morning": (0, "am"), "lunchtime": (12, "pm"), "lunch": (12, "pm"),
+    "after lunch": (13, "pm"), "afternoon": (12, "pm"), "evening": (18, "pm"), "tonight": (18, "pm"),
+    "late tonight": (21, "pm"), "late night": (21, "late"), "last night": (18, "night"), "night": (18, "night"),
+}
+_PART_OF_DAY = re.compile(r"\b(early\s+morning|after\s+lunch|late\s+tonight|late\s+(?:at\s+)?night|last\s+night|"
+                          r"lunchtime|lunch|morning|afternoon|evening|tonight|night)(?:\s*-?ish)?\b", re.I)
+_REL_DAY = re.compile(r"\b(?:the\s+)?(day\s+before\s+yesterday|yesterday|today|tonight|tomorrow|last\s+night|"
+                      r"this\s+(?:morning|afternoon|evening))\b", re.I)
+_REL_OFFSET = {"day before yesterday": -2, "yesterday": -1, "last night": -1, "tomorrow": 1}
+_COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "a couple": 2, "couple of": 2, "a few": 3,
+                "few": 3}
+_AGO = re.compile(r"\b(\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|a\s+couple(?:\s+of)?|"
+                  r"couple\s+of|a\s+few|few)\s+(days?|weeks?|hours?|hrs?|minutes?|mins?)\s+ago\b", re.I)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY_DAY = re.compile(r"\b(?:(?P<dir>last|this\s+past|this|past|previous|next|on)\s+)?"
+                          r"(?P<wd>mon(?:day)?|tue(?:s(?:day)?)?|wed(?:nesday)?|thu(?:r(?:s(?:day)?)?)?|fri(?:day)?|"
+                          r"sat(?:urday)?|sun(?:day)?)\b\.?(?!\s+(?:next|of|after|before|this|last)\b|-)",
+                          re.I)
+_ORDINAL_WORDS = {w: i for i, w in enumerate(
+    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
+    "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split()) if i}
+_ORDINAL_WORDS |= {"twenty " + w: 20 + i for w, i in list(_ORDINAL_WORDS.items()) if i < 10}
+_ORDINAL_WORDS |= {"thirtieth": 30, "thirty first": 31}
+_ORD_W = r"(?:" + "|".join(w.replace(" ", r"[\s-]") for w in sorted(_ORDINAL_WORDS, key=len, reverse=True)) + r")"
+_DAY_NUMBER = r"(?:\d{1,2}(?:st|nd|rd|th)?|" + _ORD_W + r")"
+_YEAR_AFTER = r"(?:,?\s+(?P<y>(?:19|20)\d{2})\b|\s+'(?P<y2>\d{2})\b)?"
+_MONTH_DAY = re.compile(r"\b(?P<mon>" + _MONTH + r")\.?\s+(?:the\s+)?(?P<d>" + _DAY_NUMBER + r")\b"
+                        r"(?!\s*(?::|" + _AMPM + r"|h\d))" + _YEAR_AFTER, re.I)
+_DAY_MONTH = re.compile(r"\b(?:the\s+)?(?P<d>" + _DAY_NUMBER + r")\s*(?:of\s+)?(?P<mon>" + _MONTH + r")\b\.?"
+                        r"(?:,?\s+(?P<y>(?:19|20)\d{2}|\d{2})\b(?![:.]\d|\s*(?:" + _AMPM + r"|h\d)))?", re.I)
+_ORDINAL_DAY = re.compile(r"(?:\bon\s+(?:the\s+)?|\bthe\s+)(?P<d>\d{1,2}(?:st|nd|rd|th)|" + _ORD_W + r")\b"
+                          r"(?=\s*(?:$|[,.;:!?)\-–]|at\b|@|around\b|about\b|in\s+the\b|from\b|and\b|when\b|but\b))",
+                          re.I)
+_ISO_DATE = re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b")
+_NUMERIC_DATE = re.compile(r"(?<![\d/.:])(?P<a>\d{1,2})/(?P<b>\d{1,2})(?:/(?P<y>\d{4}|\d{2}))?(?![\d/])"
+                           r"|(?<![\d.:])(?P<da>\d{1,2})\.(?P<db>\d{1,2})\.(?P<dy>\d{4}|\d{2})?(?![\d.])")
+_NEGATED = re.compile(r"(?:\bnot|n['’]t|\bnever|\binstead\s+of|\brather\s+than)\s+(?:on\s+|at\s+|the\s+)?$", re.I)
+_FUTURE_WORD = re.compile(r"\b(?:tomorrow|next|upcoming|coming|later\s+today|from\s+now)\b|\bin\s+(?:\d|an?\b)", re.I)
+_FILLER_ONLY = re.compile(r"^(?:[\s,.;:!?()@~\-–]|\b(?:on|at|in|the|of|around|about|approx|approximately|roughly|"
+                          r"circa|from|since|to|until|till|til|through|and|it|was|is|started|began|ish|this|that|"
+                          r"between|by|before|after|approx\.)\b)*$", re.I)
+#: Something date-like that the quick pass did not read: only then is dateparser asked.
+_DATE_HINT = re.compile(r"\b(?:" + _MONTH + r"|weeks?|months?|years?|weekend|ago|eom|eoy)\b|\d{1,4}[/.-]\d{1,2}",
+                        re.I)
+
+
+@dataclass(frozen=True)
+class _Mention:
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Clock(_Mention):
+    hour: int
+    minute: int
+    second: int | None
+    grain: Grain
+    meridiem: str | None
+    """"am"/"pm" when said; None when the hour alone must be read (by the part of the day or working hours)."""
+    padded: bool
+    """Written with a leading zero or in 24-hour time ("07:30", "14:00"): read as written."""
+
+
+@dataclass(frozen=True)
+class _Day(_Mention):
+    day: date
+    kind: str
+    """relative | ago | weekday | month_day | ordinal | explicit"""
+    weekday: int | None = None
+    at: datetime | None = None
+    """For "2 hours ago": the moment itself."""
+
+
+def _month_number(name: str) -> int:
+    return ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].index(
+        name[:3].lower()) + 1
+
+
+def _day_number(token: str) -> int:
+    token = re.sub(r"[\s-]+", " ", token.lower())
+    if token in _ORDINAL_WORDS:
+        return _ORDINAL_WORDS[token]
+    return int(re.sub(r"\D", "", token))
+
+
+def _safe_date(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _past_month_day(today: date, month: int, day: int, *, forward: bool) -> date | None:
+    """The most recent ``month``/``day`` on or before ``today`` (the next one after it when ``forward``)."""
+    for shift in ((0, 1, 2, 3, 4) if forward else (0, -1, -2, -3, -4)):
+        candidate = _safe_date(today.year + shift, month, day)
+        if candidate is not None and (candidate > today if forward else candidate <= today):
+            return candidate
+    return None
+
+
+_DEADLINE_LEAD = re.compile(r"(?:by|until|till|til|before)\b", re.I)
+
+
+def _clocks(text: str, *, strict: bool) -> list[_Clock]:
+    """Clock times in ``text``; in a message (``strict``), not a deadline or an end ("by 5pm", "until 4")."""
+    found: list[_Clock] = []
+    for m in _CLOCK.finditer(text):
+        if strict and m.group("lead") and _DEADLINE_LEAD.match(m.group("lead")):
+            continue
+        if m.group("word"):
+            word = m.group("word").lower()
+            found.append(_Clock(m.start(), m.end(), 0 if word == "midnight" else 12, 0, None, "hour",
+                                "am" if word == "midnight" else "pm", True))
+            continue
+        hour, minute, second = int(m.group("h")), m.group("m"), m.group("s")
+        ap = _meridiem(m.group("ap"))
+        rest = text[m.end():]
+        if ap:
+            if not 1 <= hour <= 12:
+                continue
+        elif minute is None:
+            if hour > 23 or _NOT_CLOCK_AFTER.match(rest):
+                continue
+            if not m.group("lead") and not _CONTEXT_AFTER.match(rest):
+                continue
+        elif hour > 23:
+            continue
+        grain: Grain = "second" if second else "minute" if minute else "hour"
+        padded = m.group("h").startswith("0") or hour > 12 or hour == 0
+        start = m.start("h") if m.group("lead") else m.start()
+        found.append(_Clock(start, m.end(), hour, int(minute or 0), int(second) if second else None, grain, ap,
+                            padded))
+    return found
+
+
+def _days(text: str, now: datetime, *, strict: bool, american: bool) -> list[_Day]:
+    today = now.date()
+    found: list[_Day] = []
+    for m in _REL_DAY.finditer(text):
+        word = re.sub(r"\s+", " ", m.group(1).lower())
+        found.append(_Day(m.start(), m.end(), today + timedelta(days=_REL_OFFSET.get(word, 0)), "relative"))
+    for m in _AGO.finditer(text):
+        count_word = re.sub(r"\s+", " ", m.group(1).lower())
+        count = _COUNT_WORDS[count_word] if count_word in _COUNT_WORDS else int(count_word)
+        unit = m.group(2).lower()
+        if unit.startswith(("h", "m")):
+            delta = timedelta(hours=count) if unit.startswith("h") else timedelta(minutes=count)
+            moment = now - delta
+            found.append(_Day(m.start(), m.end(), moment.date(), "ago", at=moment))
+        else:
+            days = count * (7 if unit.startswith("w") else 1)
+            found.append(_Day(m.start(), m.end(), today - timedelta(days=days), "ago"))
+    for m in _WEEKDAY_DAY.finditer(text):
+        token = m.group("wd")
+        if strict and len(token) <= 4 and not token[0].isupper():
+            continue  # "sat", "wed", "sun" are words too: only "Sat", "Wed" count in a message
+        wanted = [w[:3] for w in _WEEKDAYS].index(token[:3].lower())
+        direction = re.sub(r"\s+", " ", (m.group("dir") or "").lower())
+        back = (today.weekday() - wanted) % 7
+        if direction == "next":
+            day = today + timedelta(days=(wanted - today.weekday()) % 7 or 7)
+        elif direction == "this":
+            day = today - timedelta(days=today.weekday()) + timedelta(days=wanted)
+        elif direction in ("last", "past", "previous", "this past"):
+            day = today - timedelta(days=back or 7)
+        else:
+            day = today - timedelta(days=back)
+        found.append(_Day(m.start(), m.end(), day, "weekday", weekday=wanted))
+    for pattern in (_MONTH_DAY, _DAY_MONTH):
+        for m in pattern.finditer(text):
+            if strict and m.group("mon").lower() in ("may", "march") and not m.group("mon")[0].isupper():
+                continue
+            month, number = _month_number(m.group("mon")), _day_number(m.group("d"))
+            year_text = m.group("y") or (m.groupdict().get("y2") or None)
+            day_: date | None
+            if year_text:
+                year = int(year_text) + (2000 if len(year_text) == 2 else 0)
+                day_ = _safe_date(year, month, number)
+                kind = "explicit"
+            else:
+                day_ = _past_month_day(today, month, number, forward=_next_before(text, m.start()))
+                kind = "month_day"
+            if day_ is not None:
+                found.append(_Day(m.start(), m.end(), day_, kind))
+    for m in _ORDINAL_DAY.finditer(text):
+        number = _day_number(m.group("d"))
+        if not 1 <= number <= 31:
+            continue
+        first = today.replace(day=1)
+        for shift in range(0, 4):
+            month_start = _month_start(first, -shift)
+            candidate = _safe_date(month_start.year, month_start.month, number)
+            if candidate is not None and candidate <= today:
+                found.append(_Day(m.start(), m.end(), candidate, "ordinal"))
+                break
+    for m in _ISO_DATE.finditer(text):
+        if (iso := _safe_date(int(m.group("y")), int(m.group("m")), int(m.group("d")))) is not None:
+            found.append(_Day(m.start(), m.end(), iso, "explicit"))
+    for m in _NUMERIC_DATE.finditer(text):
+        if m.group("a"):
+            first_, second_, year_text = int(m.group("a")), int(m.group("b")), m.group("y")
+            month, number = (first_, second_) if american else (second_, first_)
+            if month > 12:  # only one reading works
+                month, number = number, month
+        else:
+            number, month, year_text = int(m.group("da")), int(m.group("db")), m.group("dy")
+            if not year_text:
+                continue  # "2.30" is a time or a version, not a date
+        if year_text:
+            candidate = _safe_date(int(year_text) + (2000 if len(year_text) == 2 else 0), month, number)
+            kind = "explicit"
+        else:
+            candidate = _past_month_day(today, month, number, forward=_next_before(text, m.start())) \
+                if 1 <= month <= 12 else None
+            kind = "month_day"
+        if candidate is not None:
+            found.append(_Day(m.start(), m.end(), candidate, kind))
+    # one mention per place in the text (the longest); "Friday, Mar 6" is one date
+    found.sort(key=lambda d: (d.start, -(d.end - d.start)))
+    kept: list[_Day] = []
+    for d in found:
+        if kept and d.start < kept[-1].end:
+            continue
+        if kept and kept[-1].kind == "weekday" and d.kind in ("month_day", "explicit") \
+                and _JOINER.fullmatch(text, kept[-1].end, d.start):
+            d = _Day(kept[-1].start, d.end, d.day, d.kind, weekday=kept[-1].weekday)
+            kept.pop()
+        kept.append(d)
+    return kept
+
+
+_JOINER = re.compile(r"[\s,]*(?:the\s+)?")
+
+
+def _next_before(text: str, start: int) -> bool:
+    """"next March 3": the next occurrence, not the last one."""
+    return bool(re.search(r"\bnext\s+$", text[max(0, start - 8):start], re.I))
+
+
+_M = TypeVar("_M", bound=_Mention)
+
+
+def _first_said(mentions: Sequence[_M], text: str) -> _M | None:
+    """The first mention that is not denied ("not Monday, Tuesday" -> Tuesday)."""
+    for mention in mentions:
+        if not _NEGATED.search(text[max(0, mention.start - 24):mention.start]):
+            return mention
+    return mentions[0] if mentions else None
+
+
+def _clock_hour(clock: _Clock, part: str | None) -> int:
+    """The 24-hour hour of a clock time, read by its meridiem, the part of the day, or working hours."""
+    hour = clock.hour
+    if clock.meridiem:
+        return hour % 12 + (12 if clock.meridiem == "pm" else 0)
+    if clock.padded:
+        return hour
+    reading = _PARTS[part][1] if part else None
+    if reading == "am":
+        return 0 if hour == 12 else hour
+    if reading == "pm":
+        return hour if hour == 12 else hour + 12
+    if reading == "night":
+        return hour + 12 if 6 <= hour < 12 else (0 if hour == 12 else hour)
+    if reading == "late":
+        return hour + 12 if 8 <= hour < 12 else (0 if hour == 12 else hour)
+    # No meridiem and no part of the day: a meeting time in working hours ("at 3" is 15:00, "at 9" 09:00).
+    return hour + 12 if 1 <= hour <= 7 else hour
+
+
+@dataclass(frozen=True)
+class _Reading:
+    when: When | None
+    covered: bool
+    """Whether everything in the text was read (only filler words left)."""
+    leftover: str
+
+
+def _read(text: str, now: datetime, *, strict: bool) -> _Reading:
+    """The quick pass over ``text`` (already through :func:`spoken`), at ``now`` in the customer's zone."""
+    tz = now.tzinfo
+    zone_key = str(getattr(tz, "key", ""))
+    american = zone_key.startswith(("America/", "US/", "Pacific/Honolulu")) or not zone_key.count("/")
+    days = _days(text, now, strict=strict, american=american)
+    clocks = [c for c in _clocks(text, strict=strict) if not any(d.start <= c.start < d.end for d in days)]
+    parts = list(_PART_OF_DAY.finditer(text))
+    if strict and len(days) > 1:  # a report is about the past: "it's Tuesday's recording, fix it by tomorrow"
+        days = [d for d in days if d.day <= now.date()] or days
+    day = _first_said(days, text)
+    clock = _first_said(clocks, text)
+    part = re.sub(r"\s+(?:at\s+)?", " ", parts[0].group(1).lower()) if parts else None
+    spans = [(m.start, m.end) for m in (*days, *clocks)] + [p.span() for p in parts]
+    leftover = text
+    for start, end in spans:
+        leftover = leftover[:start] + " " * (end - start) + leftover[end:]
+    covered = bool(_FILLER_ONLY.match(leftover))
+    if day is None and clock is None and part is None:
+        return _Reading(None, covered, leftover)
+    if day is not None and day.at is not None:  # "2 hours ago"
+        return _Reading(When(day.at.replace(second=0, microsecond=0), "minute", True, True, text), covered, leftover)
+    future = bool(_FUTURE_WORD.search(text))
+    if clock is not None:
+        hour = _clock_hour(clock, part)
+        moment_time = time(hour % 24, clock.minute, clock.second or 0)
+        grain = clock.grain
+        has_time = True
+    elif part is not None:
+        moment_time = time(_PARTS[part][0])
+        grain = "hour"
+        has_time = False  # "this morning" is not a time a person can look up
+    else:
+        moment_time = time(0)
+        grain = "day"
+        has_time = False
+    if day is not None:
+        the_day = day.day
+        if day.kind == "weekday" and clock is not None and the_day == now.date() and not future:
+            if datetime.combine(the_day, moment_time, tzinfo=tz) > now + timedelta(minutes=1):
+                the_day -= timedelta(days=7)  # "Monday at 3pm", said on Monday morning: last Monday
+        if day.weekday is not None and day.kind in ("month_day", "explicit") and the_day.weekday() != day.weekday:
+            the_day = _with_weekday(the_day, day.weekday, keep_year=day.kind == "explicit")
+        value = datetime.combine(the_day, moment_time, tzinfo=tz)
+        return _Reading(When(value, grain, True, has_time, text), covered, leftover)
+    value = datetime.combine(now.date(), moment_time, tzinfo=tz)
+    if value > now + timedelta(minutes=1) and not future:
+        value = datetime.combine(now.date() - timedelta(days=1), moment_time, tzinfo=tz)  # today's has not come yet
+    return _Reading(When(value, grain, False, has_time, text), covered, leftover)
+
+
+def _with_weekday(day: date, weekday: int, *, keep_year: bool) -> date:
+    """"Friday, Mar 6" with no year: the nearest year in which Mar 6 is a Friday."""
+    if keep_year:
+        return day
+    for shift in (1, -1, 2, -2, 3, -3):
+        candidate = _safe_date(day.year + shift, day.month, day.day)
+        if candidate is not None and candidate.weekday() == weekday:
+            return candidate
+    return day
+
+
+def resolve(phrase: str, now: datetime, *, prefer: Literal["past", "future"] = "past") -> When | None:
+    """Resolve one date/time phrase said at ``now`` (an aware datetime in the customer's zone)."""
+    if _NOW.match(phrase) or _DEADLINE.match(phrase):
+        return When(now, "second", True, True, phrase)  # "by Friday", "by 5pm": a deadline runs from now
+    stated_zone = find_zone(phrase)
+    if stated_zone is not None:
+        phrase_wo_zone = (phrase[:stated_zone.span[0]] + " " + phrase[stated_zone.span[1]:]).strip()
+        local = resolve(phrase_wo_zone, now.astimezone(ZoneInfo(stated_zone.name)), prefer=prefer)
+        if local is None:
+            return None
+        return When(local.value.astimezone(now.tzinfo), local.grain, local.has_date, local.has_time, phrase)
+    if prefer == "past":
+        reading = _read(spoken(phrase), now, strict=False)
+        if reading.when is not None and reading.covered:
+            return When(reading.when.value, reading.when.grain, reading.when.has_date, reading.when.has_time, phrase)
+    return _resolve_slow(phrase, now, prefer=prefer)
+
+
+def find_when(text: str, now: datetime) -> When | None:
+    """The meeting's date and/or time in a customer's message, at ``now`` in the customer's zone.
+
+    A zone named in the message is the zone the times are in; the result is in ``now``'s zone."""
+    stated = find_zone(text)
+    if stated is not None and getattr(now.tzinfo, "key", None) != stated.name:
+        local = find_when(text[:stated.span[0]] + " " * (stated.span[1] - stated.span[0]) + text[stated.span[1]:],
+                          now.astimezone(ZoneInfo(stated.name)))
+        if local is None:
+            return None
+        return When(local.value.astimezone(now.tzinfo), local.grain, local.has_date, local.has_time, local.text)
+    reading = _read(spoken(text), now, strict=True)
+    when = reading.when
+    if (when is None or not when.has_date) and _DATE_HINT.search(reading.leftover):
+        slow = _find_when_slow(reading.leftover, now)
+        if slow is not None and slow.has_date and slow.grain not in ("week", "month", "year"):
+            if when is None:
+                return When(slow.value, "day", True, False, slow.text)
+            return When(datetime.combine(slow.value.date(), when.value.timetz()), when.grain, True, when.has_time,
+                        f"{slow.text} {when.text}")
+    return when
+
+
 # ---- names ----
 
 _QUOTED = re.compile(r"[\"“”«]([^\"“”«»\n]{2,80})[\"“”»]|(?<![\w])['‘]([^'‘’\n]{2,80})['’](?![\w])")
 _CALLED = re.compile(r"\b(?:called|named|titled|entitled)\s+([\w&'’:#+-]+(?:\s+[\w&'’:#+-]+){0,7})", re.I)
-_CAPITALISED = re.compile(r"\b([A-Z][\w&'’+-]*|[0-9][\w&]*)(?:\s+(?:[A-Z0-9][\w&'’+-]*|&|and|of|with|the|for|x|-|/))*"
-                          r"\s+[A-Z0-9][\w&'’+-]*")
+_CAPITALISED = re.compile(r"\b([A-Z][\w&'’+-]*|[0-9][\w&]*)"
+                          r"(?:\s+(?:[A-Z0-9][\w&'’+-]*|&|and|of|with|the|for|x|-|–|—|/))*\s+[A-Z0-9][\w&'’+-]*")
 MEETING_NOUNS = ("meeting", "call", "sync", "standup", "stand-up", "review", "demo", "interview", "webinar", "1:1",
-                 "one-on-one", "kickoff", "retro", "session", "planning", "huddle", "catch-up", "check-in")
+                 "one-on-one", "kickoff", "kick-off", "retro", "retrospective", "session", "planning", "huddle",
+                 "catch-up", "check-in", "onboarding", "training", "workshop", "all-hands", "town hall",
+                 "office hours", "briefing", "debrief", "offsite", "scrum", "1-on-1")
+#: Meeting nouns that name a meeting alone ("the standup"); the others need a word before them
+#: ("the design review", not "the review").
+_STANDALONE_NOUNS = frozenset({"sync", "standup", "stand-up", "1:1", "one-on-one", "kickoff", "kick-off", "retro",
+                               "retrospective", "huddle", "catch-up", "check-in", "onboarding", "all-hands",
+                               "town hall", "office hours", "debrief", "offsite", "scrum", "1-on-1", "planning"})
+_NOUN = re.compile(r"(?<![\w-])(" + "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in
+                                            sorted(set(MEETING_NOUNS), key=len, reverse=True)) + r")(?![\w-])", re.I)
+_NAME_WORD = re.compile(r"[A-Za-z0-9][\w&+'’:#/-]*")
+#: Words that end a lowercase name when read backwards from its meeting noun: articles, pronouns,
+#: prepositions, verbs and the adjectives that describe a meeting without naming it.
+_NAME_STOP = frozenset("""
+a an the our my your their his her its this that these those any every each some another no all both either
+of from for in on at to with by about during after before since into over than via per as like
+and or but nor so then also just only even still again not never
+is was were are be been being has have had do does did will would can could should may might must shall
+i we you they he she it me us them him who which what when where why how there here
+recording recordings recorded transcript transcripts summary summaries notes note notetaker bot video audio
+link file files clip clips
+yesterday today tomorrow tonight morning afternoon evening night week weekend month year
+last next previous same other whole entire full recent latest earlier later first second third final usual
+regular normal scheduled important big small long short quick entire new old whole
+zoom teams google meet webex slack gotomeeting online virtual
+find see get open access download view play hear join record transcribe summarize summarise export share send
+attend schedule start stop need want lose load locate fix check look help show give make take run host set
+cancel reschedule miss skip edit delete remove restore recover retrieve missing broken lost gone empty blank
+please thanks hi hello hey sorry actually yes yeah ok okay
+""".split())
+_BOUNDARY_PUNCTUATION = re.compile(r"[,.;:!?()\"“”«»\[\]]")
+_SUFFIX = re.compile(r"\s*([-–—])\s*((?:[A-Z0-9][\w&'’+.]*)(?:\s+[A-Z0-9][\w&'’+.]*){0,3})"
+                     r"|\s+(with)\s+((?:[A-Z][\w&'’+.-]*)(?:\s+[A-Z][\w&'’+.-]*){0,2})")
 _NOT_NAMES = {
     "i", "i'm", "i've", "hi", "hello", "hey", "thanks", "please", "the", "our", "my", "this", "that", "we", "it",
     "zoom", "google", "meet", "microsoft", "teams", "slack", "outlook", "calendar", "baton", "ok", "okay", "yes", "no",
@@ -479,12 +1053,19 @@ def _not_part_of_name(word: str) -> bool:
         or word in ZONE_ABBREVIATIONS
 
 
+#: Words that can open a run of capitalised words without being part of the name ("Recording of Q3 Planning").
+_NOT_NAME_START = frozenset({"recording", "recordings", "transcript", "transcripts", "summary", "summaries", "notes",
+                             "notetaker", "bot", "video", "audio", "for", "of", "from", "in", "on", "at", "re", "fwd",
+                             "fw", "subject", "your", "their", "-", "–", "—"})
+
+
 def _clean_name(name: str) -> str | None:
     words = name.strip(" .,:;!?-").split()
-    while words and _not_part_of_name(words[0]):
+    while words and (_not_part_of_name(words[0]) or words[0].lower() in _NOT_NAME_START):
         words.pop(0)
     while words and (_not_part_of_name(words[-1])
-                     or words[-1].lower() in ("at", "on", "with", "of", "for", "and", "the", "-", "/", "time")):
+                     or words[-1].lower() in ("at", "on", "with", "of", "for", "and", "the", "-", "–", "—", "/",
+                                              "time")):
         words.pop()
     if not words:
         return None
@@ -494,24 +1075,67 @@ def _clean_name(name: str) -> str | None:
     return cleaned
 
 
+def _noun_phrase(text: str) -> str | None:
+    """A name built on a meeting noun, lowercase or not: "the weekly design review" -> "weekly design review",
+    "the standup", "Q4 planning - EMEA"; the words around it are left out ("the recording of the design
+    review from yesterday" -> "design review")."""
+    for noun in _NOUN.finditer(text):
+        end = noun.end()
+        while (more := _NOUN.match(text, end + 1)) and text[end] == " ":  # "design review meeting"
+            end = more.end()
+        start = noun.start()
+        modifiers = 0
+        for word in reversed(list(_NAME_WORD.finditer(text, max(0, start - 80), start))):
+            gap = text[word.end():start]
+            token = word.group(0).lower().rstrip("'’")
+            possessive = token.endswith(("'s", "’s"))
+            if gap.strip() or _BOUNDARY_PUNCTUATION.search(gap) or possessive or token in _NAME_STOP \
+                    or token.endswith("n't") or token.endswith("n’t") or _not_part_of_name(word.group(0)) \
+                    or (token.endswith("ed") and not word.group(0)[0].isupper()) or modifiers == 4:
+                break
+            start, modifiers = word.start(), modifiers + 1
+        before = text[max(0, start - 12):start].lower().split()
+        if before and before[-1] in ("a", "an", "another", "any"):
+            continue  # "a call", "any meeting": not one meeting
+        head = re.sub(r"\s+", " ", noun.group(1).lower())
+        if modifiers == 0 and head not in _STANDALONE_NOUNS:
+            continue
+        if suffix := _SUFFIX.match(text, end):
+            end = suffix.end()
+        name = text[start:end].strip()
+        if name and not _not_part_of_name(name):
+            return name
+    return None
+
+
 def find_meeting_name(text: str) -> str | None:
-    """A meeting name the customer gave: quoted, after "called", or a run of capitalised words."""
+    """A meeting name the customer gave: quoted, after "called", a run of capitalised words with a
+    meeting noun ("Customer Onboarding – Globex"), a phrase built on a meeting noun ("the weekly design
+    review", "the standup", "the Acme call"), or any other run of capitalised words."""
+    found = _meeting_name(text)
+    return found[0] if found else None
+
+
+def _meeting_name(text: str) -> tuple[str, bool] | None:
+    """The name and whether it was said as a name (quoted, "called …", capitalised with a meeting
+    noun); a lowercase phrase or a capitalised run without one is a weaker reading."""
     for m in _QUOTED.finditer(text):
         name = _clean_name(m.group(1) or m.group(2))
         if name:
-            return name
+            return name, True
     if called := _CALLED.search(text):
         head = re.split(r"[.,;!?]|\s+(?:on|at|yesterday|today|last|from|was|is|and)\s+", called.group(1))[0]
         if name := _clean_name(head):
-            return name
-    for run in _CAPITALISED.finditer(text):
-        candidate = _clean_name(run.group(0))
-        if candidate and (len(candidate.split()) >= 2 or candidate.lower().endswith(MEETING_NOUNS)):
-            return candidate
-    # "the Acme call": one capitalised word before a meeting noun
-    single = re.search(r"\b([A-Z][\w&'’-]+)\s+(" + "|".join(re.escape(n) for n in MEETING_NOUNS) + r")\b", text)
-    if single and single.group(1).lower() not in _NOT_NAMES and not _CALENDAR_WORDS.match(single.group(1)):
-        return f"{single.group(1)} {single.group(2)}"
+            return name, True
+    runs = [c for c in (_clean_name(run.group(0)) for run in _CAPITALISED.finditer(text)) if c]
+    for candidate in runs:
+        if _NOUN.search(candidate):
+            return candidate, True
+    if phrase := _noun_phrase(text):
+        return phrase, False
+    for candidate in runs:
+        if len(candidate.split()) >= 2:
+            return candidate, False
     return None
 
 
@@ -531,10 +1155,15 @@ class DetailExtractor:
         self.policy = policy
 
     def extract(self, text: str, fields: list[str], *, now: datetime, default_zone: str | None = None,
-                asked: tuple[str, ...] = ()) -> Extraction:
+                asked: tuple[str, ...] = (), known: Details | None = None) -> Extraction:
         """The values of ``fields`` found in ``text``. ``now`` is when it was said; ``default_zone``
         the customer's known zone; ``asked`` the fields the bot's last question asked for, so that a
-        bare answer ("Weekly Sync") fills the one field it answers."""
+        bare answer ("Weekly Sync") fills the one field it answers; ``known`` what earlier messages
+        gave: a name read only loosely (a lowercase phrase) does not replace one of those unless asked.
+
+        A date is filled only when the customer named a day ("yesterday", "Tuesday", "Nov 3", "this
+        morning"), never from a time alone or from a vaguer period ("last week")."""
+        text = plain(text)
         kinds = {f: self.policy.field(f).kind for f in fields}
         values: dict[str, str] = {}
         mentioned = find_zone(text)
@@ -548,13 +1177,18 @@ class DetailExtractor:
             if when is not None and mentioned is not None:
                 when = When(when.value.astimezone(ZoneInfo(mentioned.name)), when.grain, when.has_date,
                             when.has_time, when.text)
-            if when is not None and when.has_date and "date" in kinds.values():
+            if when is not None and when.has_date and when.grain not in ("week", "month", "year") \
+                    and "date" in kinds.values():
                 values[_first(kinds, "date")] = when.date
             if when is not None and when.has_time and "time" in kinds.values():
                 values[_first(kinds, "time")] = when.time
         for name, kind in kinds.items():
             if kind == "name":
-                found = find_meeting_name(text)
+                named = _meeting_name(text)
+                found = named[0] if named else None
+                if named and not named[1] and known is not None and known.model_dump().get(name) \
+                        and name not in asked:
+                    found = None  # "our team call" in a later message does not rename "Design Crit"
                 if found is None and name in asked and when is None and mentioned is None:
                     found = _bare_answer(text, only=asked == (name,))
                 if found:
@@ -565,6 +1199,10 @@ class DetailExtractor:
                 if m := re.search(pattern, text, re.I):
                     values[name] = m.group(1) if m.groups() else m.group(0)
         return Extraction(Details(**values), when)
+
+    def example(self, fields: Sequence[str]) -> str:
+        """An answer giving ``fields`` in a form the bot reads ("yesterday at 3pm"), from the fields' examples."""
+        return " ".join(e for e in (self.policy.field(f).example for f in fields) if e).strip(" ,")
 
     def summary(self, details: Details, fields: list[str]) -> str:
         """The details read back to the customer: "Weekly Sync, Thu 19 Nov 2026, 15:00 PST"."""
@@ -605,6 +1243,11 @@ _ANSWER_LEAD = re.compile(r"^(?:it.?s|it\s+is|it\s+was|the\s+meeting\s+(?:is|was
 
 
 _UNSURE = re.compile(r"\b(?:don.?t know|not sure|no idea|can.?t remember|don.?t remember|forgot)\b", re.I)
+
+
+def unsure(text: str) -> bool:
+    """Whether the customer says they do not know or remember ("no idea", "I forgot")."""
+    return bool(_UNSURE.search(text))
 
 
 _FILLER = frozenset({"hmm", "hm", "ok", "okay", "yes", "no", "sure", "thanks", "thank you", "what", "huh", "?", "hello",

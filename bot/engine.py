@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from bot.details import DetailExtractor
+from bot import smalltalk
+from bot.details import DetailExtractor, unsure
 from bot.guard import Guard
 from bot.knowledge import Grounded, KnowledgeBase
+from bot.language import Detected, LanguageDetector, name_of
 from bot.model import (
     Action,
     AskDetails,
@@ -33,19 +36,74 @@ from bot.model import (
     Signal,
     Tier,
 )
-from bot.policy import Policy
+from bot.policy import WEEKDAYS, Policy
+from bot.text import plain
 from bot.triage import classify, detect
 
-_YES = re.compile(r"^\W*(?:yes|yeah|yep|yup|y|correct|right|exactly|sure|confirmed?|that.?s (?:right|correct|it)|"
-                  r"looks (?:good|right)|all good|perfect|affirmative|👍|✅)\b", re.I)
-_NO = re.compile(r"^\W*(?:no|nope|nah|not (?:quite|really|right)|wrong|incorrect|actually)\b", re.I)
+_YES = re.compile(r"^\W*(?:(?:yes|yeah|yep|yup|y|ok|okay|correct|right|exactly|sure|confirmed?|"
+                  r"that.?s (?:right|correct|it)|looks (?:good|right)|all good|perfect|affirmative)\b|👍|✅)", re.I)
+_NO = re.compile(r"^\W*(?:sorry\W+)?(?:no|nope|nah|not (?:quite|really|right|correct)|wrong|incorrect|actually|"
+                 r"that.?s (?:not|wrong)|it.?s not|it isn.?t|it wasn.?t)\b", re.I)
+#: Words that name a field without giving its value ("the date", "the time is wrong"), by field kind.
+_FIELD_WORDS = {"timezone": re.compile(r"\btime\s*zone\b|\bzone\b", re.I),
+                "date": re.compile(r"\b(?:date|day)\b", re.I), "time": re.compile(r"\b(?:time|hour)\b", re.I),
+                "name": re.compile(r"\b(?:name|title|called)\b", re.I)}
 _QUESTION = re.compile(r"\?|^\s*(?:how|what|when|where|which|why|who|can|could|does|do|is|are|will|would)\b", re.I)
+
+LONG_MESSAGE = 4000
+"""A message longer than this (characters) is triaged on its start and its end: a pasted log or thread."""
+HEAD, TAIL = 3000, 1000
+_GAP = "\n\n"
+PROMPTS = ("greeting", "help", "unclear")
+"""The notices that ask the customer what they need: a second message without a request after one of
+them goes to a person rather than round the same question again."""
 
 def _join(items: Sequence[str], last: str = " and ") -> str:
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + last + items[-1]
+
+
+def _normal(text: str | None) -> str:
+    return " ".join((text or "").split()).lower()
+
+
+def _pick(options: Sequence[str], previous: str | None) -> str:
+    """The first of ``options`` that is not the bot's previous message (the guard refuses a repeat)."""
+    last = _normal(previous)
+    return next((o for o in options if _normal(o) != last), options[0])
+
+
+def _window(text: str) -> str:
+    """An over-long message's start and end, cut at white space, joined by a blank line; others as they are."""
+    if len(text) <= LONG_MESSAGE:
+        return text
+    head = text[:HEAD]
+    cut = head.rfind(" ", HEAD - 200)
+    head = head[:cut] if cut > 0 else head
+    tail = text[-TAIL:]
+    cut = tail.find(" ", 0, 200)
+    tail = tail[cut + 1:] if cut >= 0 else tail
+    return head + _GAP + tail
+
+
+def _verbatim(signal: Signal, original: str) -> Signal:
+    """A signal found in an over-long message's window, with evidence that is a span of the original
+    (evidence that ran across the gap between start and end keeps its longer side)."""
+    if signal.evidence in original:
+        return signal
+    parts = sorted((p.strip() for p in signal.evidence.split(_GAP) if p.strip() and p.strip() in original), key=len,
+                   reverse=True)
+    return signal.model_copy(update={"evidence": parts[0] if parts else original.strip()[:120]})
+
+
+def _day_name(day: date, today: date) -> str:
+    if day == today:
+        return "today"
+    if day == today + timedelta(days=1):
+        return "tomorrow"
+    return f"{day:%A}" if day - today < timedelta(days=7) else f"{day:%A %d %B}"
 
 
 def _humanise(minutes: int) -> str:
@@ -57,13 +115,24 @@ def _humanise(minutes: int) -> str:
 
 
 class Engine:
-    """Decides what to do with one customer message. Construct once per policy; thread-safe."""
+    """Decides what to do with one customer message. Construct once per policy; thread-safe.
+
+    With a help center (as Baton always runs: the shipped one by default) every customer message ends in
+    a reply, a question or a handoff. Without one (``knowledge=None``) it is the detectors alone, as the
+    risk tests score them: it hands off for risk, never for want of an answer.
+    """
 
     def __init__(self, policy: Policy, knowledge: KnowledgeBase | None = None) -> None:
         self.policy = policy
         self.knowledge = knowledge
         self.extractor = DetailExtractor(policy)
         self.guard = Guard(policy, knowledge.urls if knowledge is not None else ())
+        self.languages = LanguageDetector(policy.languages.answers, min_confidence=policy.languages.min_confidence,
+                                          min_letters=policy.languages.min_letters)
+        notices = policy.notices
+        self._prompts = frozenset(_normal(t) for name in PROMPTS for t in getattr(notices, name))
+        self._clarifying = frozenset(_normal(t) for t in (*notices.help, *notices.unclear))
+        self._acks = frozenset(_normal(t) for t in notices.acknowledged)
 
     # ---- the pure decision ----
 
@@ -97,7 +166,11 @@ class Engine:
         is an answer written from the help center's passages, used instead of the engine's own.
         """
         policy = self.policy
+        original, text = text, _window(text)
         signals, rules = detect(text, policy)
+        if text is not original:
+            signals = [_verbatim(s, original) for s in signals]
+            rules.append("long_message.start_and_end")
         for signal in extra:
             if signal.kind in policy.signals and not any(s.kind == signal.kind and s.severity >= signal.severity
                                                          for s in signals):
@@ -127,12 +200,21 @@ class Engine:
         if floor is not None and floor > severity:
             severity = floor
 
+        # Never silent, before anything else answers: a message with no request in it, and one in a
+        # language Baton does not answer in (neither while a form is being filled in: those are answers).
+        cleaned = plain(text)
+        chatter = smalltalk.kind(cleaned, original) if intent is None and not escalate else None
+        language = self.languages.detect(cleaned) if intent is None and chatter is None else None
+        if language is not None:
+            escalate = True
+            rules.append(f"language.{language.code}")
+
         # Details: read what this message gives, keep what earlier ones gave.
         fields = policy.form_fields(intent_name)
         details = details or Details()
         if fields:
             moment = now or datetime.now(UTC)
-            found = self.extractor.extract(text, fields, now=moment, asked=asked,
+            found = self.extractor.extract(text, fields, now=moment, asked=asked, known=details,
                                            default_zone=zone or policy.business_hours.timezone)
             details = details.merged(found.details)
             if zone and "timezone" in fields and not details.timezone:
@@ -142,7 +224,14 @@ class Engine:
         reply: str | None = None
         citations: tuple[str, ...] = ()
         awaiting: Awaiting | None = None
-        if not escalate and intent_spec.answers and grounded is not None:
+        if chatter is not None:
+            reply = self._smalltalk(chatter, previous)
+            if reply is None:  # a second message in a row without a request: a person takes it from here
+                escalate = True
+                rules.append("smalltalk.again")
+            else:
+                rules.append(f"smalltalk.{chatter}")
+        elif not escalate and intent_spec.answers and grounded is not None:
             first = grounded.articles[0]
             reply = policy.notices.answer.format(passage=grounded.text, title=first.title, url=first.url)
             citations = tuple(a.url for a in grounded.articles)
@@ -159,6 +248,12 @@ class Engine:
             elif intent_name != policy.default_intent or _QUESTION.search(text):
                 escalate = True
                 rules.append("knowledge.no_answer")
+            elif _normal(previous) in self._clarifying:  # asked once already: say so and bring in a person
+                escalate = True
+                rules.append("clarify.unknown")
+            else:
+                reply = _pick(policy.notices.unclear, previous)
+                rules.append("clarify.other")
         if not escalate and fields and not missing:
             form = policy.form_of(intent_name)
             assert form is not None
@@ -168,6 +263,22 @@ class Engine:
             else:
                 escalate = True
                 rules.append(f"form.{intent_spec.form}.complete")
+
+        if not escalate and reply is None and not missing:
+            # Nothing answered it yet: a fixed reply for the intent, else a person (an assisted intent
+            # until drafts for approval exist; any other intent rather than no answer at all). The
+            # detectors-only engine (no help center: the risk tests) hands off for risk alone.
+            if intent_name in policy.notices.replies:
+                reply = _pick(policy.notices.replies[intent_name], previous)
+                rules.append(f"reply.{intent_name}")
+            elif self.knowledge is None:
+                pass
+            elif intent_spec.tier is Tier.assisted:
+                escalate = True
+                rules.append(f"tier.{intent_name}.assisted")
+            else:
+                escalate = True
+                rules.append(f"fallback.{intent_name}")
 
         customer = policy.customer_for(organisation)
         if customer is not None and escalate and customer.severity_boost:
@@ -182,7 +293,8 @@ class Engine:
             rules.append(f"route.{route}")
 
         if escalate:
-            reply = self.no_answer(severity) if "knowledge.no_answer" in rules else self.handoff_notice(severity)
+            reply = self._handoff_reply(rules, severity, escalating, intent_name, now=now, zone=zone,
+                                        language=language)
             citations = ()
             awaiting = None
         elif missing:
@@ -204,8 +316,10 @@ class Engine:
             rules=tuple(dict.fromkeys(rules)),
             flags=tuple(s.kind for s in signals if s.kind in policy.signals and not policy.signals[s.kind].escalate),
             awaiting=awaiting,
+            language=language.label() if language is not None else None,
         )
-        return self._guarded(decision, customer_name=customer_name, previous=previous) if guard else decision
+        return self._guarded(decision, customer_name=customer_name, previous=previous, now=now,
+                             zone=zone) if guard else decision
 
     def decide(
         self, conversation: Conversation, message: Message, *, prior: Sequence[PriorContact] = (),
@@ -226,24 +340,37 @@ class Engine:
             floor=conversation.severity if owned else None,
             intent=form_intent,
             asked=conversation.asked if conversation.awaiting == "details" else (),
+            previous=conversation.last_reply,
             guard=False,
             extra=extra,
             grounded=grounded,
         )
         actions: list[Action] = []
         if owned:
-            # A human owns (or is about to own) this conversation: the bot is silent to the
-            # customer and only keeps the internal thread current.
+            # A human owns (or is about to own) this conversation: the bot only keeps the internal
+            # thread current, and says once, while nobody has claimed it yet, that the customer's new
+            # words reach the person taking over. After a claim it is silent to the customer.
             actions.append(MirrorToInternal(text=message.text))
             higher = conversation.severity is not None and decision.severity > conversation.severity
             if higher:
                 actions.append(OpenHandoff(route=decision.route or conversation.route or "support",
                                            severity=decision.severity, reasons=decision.rules))
-            return decision.model_copy(update={"reply": None, "citations": (), "awaiting": None}), actions
+            ack: str | None = None
+            if state is ConversationState.escalated and _normal(conversation.last_reply) not in self._acks:
+                ack = _pick(self.policy.notices.acknowledged, conversation.last_reply)
+                problems = self.guard.check(ack, customer_name=conversation.customer.name,
+                                            previous=conversation.last_reply)
+                if problems:
+                    actions.append(Hold(text=ack, problems=tuple(str(p) for p in problems)))
+                    ack = None
+                else:
+                    actions.append(Reply(text=ack))
+            return decision.model_copy(update={"reply": ack, "citations": (), "awaiting": None}), actions
 
-        if conversation.awaiting in ("confirm", "correction") and not decision.escalate:
+        if conversation.awaiting in ("details", "confirm", "correction") and not decision.escalate:
             decision = self._after_confirmation(conversation, message, decision)
-        decision = self._guarded(decision, customer_name=conversation.customer.name, previous=conversation.last_reply)
+        decision = self._guarded(decision, customer_name=conversation.customer.name, previous=conversation.last_reply,
+                                 now=message.at, zone=message.author.timezone or conversation.customer.timezone)
 
         if decision.escalate:
             assert decision.route is not None
@@ -258,29 +385,102 @@ class Engine:
         return decision, actions
 
     def _after_confirmation(self, conversation: Conversation, message: Message, decision: Decision) -> Decision:
-        """The customer's answer to "…: is that right?" (or to "which part should I correct?")."""
-        fields = self.policy.form_fields(decision.intent)
-        changed = decision.details != conversation.details
-        if decision.missing or changed or not fields:
-            return decision  # new or corrected values: the decision already reads them back again
-        if conversation.awaiting == "confirm" and _YES.search(message.text):
-            form = self.policy.intents[decision.intent].form
-            severity = max(decision.severity, self.policy.escalation.min_severity)
-            route = self.policy.intents[decision.intent].route
-            rules = (*decision.rules, f"form.{form}.confirmed", f"route.{route}")
-            return decision.model_copy(update={
-                "escalate": True, "tier": Tier.human, "route": route, "severity": severity, "rules": rules,
-                "reply": self.handoff_notice(severity), "awaiting": None})
-        if _NO.search(message.text):
-            labels = _join([self.policy.field(f).label for f in fields], last=" or ")
-            reply = self.policy.notices.correct_details.format(fields=labels)
-            awaiting: Awaiting = "correction"
-        else:
-            reply = "Just to check: " + self.confirm(decision.details, fields) + " (yes or no)"
-            awaiting = "confirm"
-        return decision.model_copy(update={"reply": reply, "awaiting": awaiting})
+        """The customer's answer to the bot's own question: the details it asked for, "…: is that
+        right?", or "which part should I correct?".
 
-    def _guarded(self, decision: Decision, *, customer_name: str | None, previous: str | None) -> Decision:
+        A correction of any field is taken at any turn and read back again. The bot never asks the same
+        thing in the same words twice (the pre-send guard would hold it): an answer it cannot read gets
+        the question once more in other words, with an example; a second one, or "I don't know", hands
+        the conversation to a person with what was gathered (the brief also lists what was not)."""
+        fields = self.policy.form_fields(decision.intent)
+        if not fields:
+            return decision
+        awaiting = conversation.awaiting
+        zone = message.author.timezone or conversation.customer.timezone
+        if awaiting in ("confirm", "correction") and decision.details == conversation.details \
+                and not _YES.search(message.text):
+            # A correction may name the meeting loosely ("no, it was the design review"): read the answer
+            # again with every field open to change.
+            found = self.extractor.extract(message.text, fields, now=message.at,
+                                           default_zone=zone or self.policy.business_hours.timezone)
+            corrected = decision.details.merged(found.details)
+            if corrected != decision.details:
+                missing = corrected.missing(fields)
+                decision = decision.model_copy(update={
+                    "details": corrected, "missing": tuple(missing),
+                    "reply": self.ask_for(missing) if missing else self.confirm(corrected, fields),
+                    "awaiting": "details" if missing else "confirm"})
+        last = _normal(conversation.last_reply)
+        if decision.details != conversation.details or (awaiting == "details" and not decision.missing):
+            # New or corrected values: the decision asks for what is still missing or reads them back.
+            if _normal(decision.reply) != last:
+                return decision
+            # A correction while the same fields are still missing: the same question would be a repeat.
+            again = self._again("details" if decision.missing else "confirm", decision, fields)
+            if _normal(again) == last:
+                return self._form_handoff(conversation, message, decision, "unreadable")
+            return decision.model_copy(update={"reply": again})
+        text = message.text
+        if awaiting == "confirm" and _YES.search(text):
+            return self._form_handoff(conversation, message, decision, "confirmed")
+        if awaiting in ("confirm", "correction") and (named := self._fields_named(text, fields)):
+            # "the date", "the time is wrong": which part, without the right value yet. Ask for just that.
+            kept = Details(**{k: v for k, v in decision.details.model_dump().items() if k not in named})
+            missing = kept.missing(fields)
+            return decision.model_copy(update={"details": kept, "missing": tuple(missing),
+                                               "reply": self.ask_for(missing), "awaiting": "details"})
+        if awaiting == "confirm" and _NO.search(text):
+            labels = _join([self.policy.field(f).label for f in fields], last=" or ")
+            return decision.model_copy(update={"reply": self.policy.notices.correct_details.format(fields=labels),
+                                               "awaiting": "correction"})
+        # An answer the bot cannot read: once more in other words, then a person.
+        again = self._again(awaiting, decision, fields)
+        if unsure(text):
+            return self._form_handoff(conversation, message, decision, "unknown")
+        if _normal(again) == last:
+            return self._form_handoff(conversation, message, decision,
+                                      "unconfirmed" if awaiting == "confirm" else "unreadable")
+        return decision.model_copy(update={"reply": again, "awaiting": awaiting})
+
+    def _again(self, awaiting: Awaiting | None, decision: Decision, fields: Sequence[str]) -> str:
+        """The bot's question for ``awaiting`` in its second wording (with an example where it helps)."""
+        notices = self.policy.notices
+        if awaiting == "confirm":
+            return notices.confirm_again.format(summary=self.extractor.summary(decision.details, list(fields)))
+        if awaiting == "correction":
+            return notices.correct_again.format(fields=_join([self.policy.field(f).label for f in fields], last=" or "),
+                                                example=self.extractor.example(fields))
+        return self.ask_again(decision.missing)
+
+    def _form_handoff(self, conversation: Conversation, message: Message, decision: Decision,
+                      outcome: str) -> Decision:
+        """Hand a form's conversation to a person: ``confirmed`` details, or ``unreadable`` / ``unknown``
+        / ``unconfirmed`` ones (the brief shows what was gathered and what is still missing)."""
+        spec = self.policy.intents[decision.intent]
+        severity = max(decision.severity, self.policy.escalation.min_severity)
+        rules = (*decision.rules, f"form.{spec.form}.{outcome}", f"route.{spec.route}")
+        zone = message.author.timezone or conversation.customer.timezone
+        return decision.model_copy(update={
+            "escalate": True, "tier": Tier.human, "route": spec.route, "severity": severity,
+            "rules": tuple(dict.fromkeys(rules)), "awaiting": None,
+            "reply": self.handoff_notice(severity, now=message.at, zone=zone,
+                                         topic=self._topic(decision.signals, decision.intent))})
+
+    def _fields_named(self, text: str, fields: Sequence[str]) -> set[str]:
+        """The fields a message names without giving a value ("the date", "the time zone is wrong")."""
+        named: set[str] = set()
+        for field in fields:
+            kind = self.policy.field(field).kind
+            words = _FIELD_WORDS.get(kind)
+            if words is None or not words.search(text):
+                continue
+            if kind == "time" and not _FIELD_WORDS["time"].search(_FIELD_WORDS["timezone"].sub(" ", text)):
+                continue  # "the time zone" names the zone, not the time
+            named.add(field)
+        return named
+
+    def _guarded(self, decision: Decision, *, customer_name: str | None, previous: str | None,
+                 now: datetime | None = None, zone: str | None = None) -> Decision:
         """Run the pre-send guard on the decision's reply. A failing reply is held for review and
         the conversation goes to a person, with the handoff notice instead (if that passes)."""
         if decision.reply is None:
@@ -292,7 +492,8 @@ class Engine:
         severity = max(decision.severity, self.policy.escalation.min_severity)
         route = decision.route or self.policy.intents[decision.intent].route
         rules = (*decision.rules, *dict.fromkeys(f"guard.{p.kind}" for p in problems), f"route.{route}")
-        notice: str | None = self.handoff_notice(severity)
+        notice: str | None = self.handoff_notice(severity, now=now, zone=zone,
+                                                 topic=self._topic(decision.signals, decision.intent))
         if notice == decision.reply or self.guard.check(notice or "", customer_name=customer_name,
                                                          previous=previous):
             notice = None
@@ -304,9 +505,78 @@ class Engine:
     def confirm(self, details: Details, fields: Sequence[str]) -> str:
         return self.policy.notices.confirm_details.format(summary=self.extractor.summary(details, list(fields)))
 
-    def no_answer(self, severity: Severity) -> str:
-        return self.policy.notices.no_answer.format(sla=_humanise(self.policy.sla_minutes[severity.name]),
-                                                    hours=self._hours_text())
+    def no_answer(self, severity: Severity, *, now: datetime | None = None, zone: str | None = None) -> str:
+        return self._promise(self.policy.notices.no_answer, severity, now=now, zone=zone)
+
+    # ---- never silent ----
+
+    def _smalltalk(self, kind: smalltalk.Kind, previous: str | None) -> str | None:
+        """The reply to a message without a request; ``None`` when the bot already asked what the
+        customer needs and gets no request again (a person takes over rather than ask in a loop)."""
+        notices = self.policy.notices
+        asked = _normal(previous) in self._prompts
+        if kind == "thanks" or (kind in ("ack", "emoji") and previous is not None and not asked):
+            return _pick(notices.thanks, previous)  # a thank-you, an "ok" or a 👍 after an answer: close warmly
+        if asked:
+            return None
+        return _pick(notices.greeting if kind == "greeting" else notices.help, previous)
+
+    def _handoff_reply(self, rules: Sequence[str], severity: Severity, escalating: Sequence[Signal], intent: str,
+                       *, now: datetime | None, zone: str | None, language: Detected | None) -> str:
+        """The honest notice for a handoff, by why it happens."""
+        notices = self.policy.notices
+        if language is not None:
+            answers = _join([name_of(code) for code in self.policy.languages.answers], last=" or ")
+            return self._promise(notices.language, severity, now=now, zone=zone, languages=answers)
+        if "knowledge.no_answer" in rules:
+            return self.no_answer(severity, now=now, zone=zone)
+        if not escalating and "smalltalk.again" in rules:
+            return self._promise(notices.again, severity, now=now, zone=zone)
+        if not escalating and any(r == "clarify.unknown" or r.startswith("fallback.") for r in rules):
+            return self._promise(notices.unsure, severity, now=now, zone=zone)
+        return self.handoff_notice(severity, now=now, zone=zone, topic=self._topic(escalating, intent))
+
+    def _topic(self, signals: Sequence[Signal], intent: str) -> str | None:
+        """What the handoff notice says it understood: the first escalating signal's topic, else the intent's."""
+        notices = self.policy.notices
+        for signal in signals:
+            if self._escalates(signal) and signal.kind in notices.signal_topics:
+                return notices.signal_topics[signal.kind]
+        return notices.intent_topics.get(intent)
+
+    def _promise(self, template: str, severity: Severity, *, now: datetime | None, zone: str | None,
+                 **values: str) -> str:
+        """A notice that promises a reply time, with when the team is back if it is closed at ``now``."""
+        text = template.format(sla=_humanise(self.policy.sla_minutes[severity.name]), hours=self._hours_text(),
+                               **values)
+        back = self._back(now, zone) if now is not None else None
+        if back and self.policy.notices.closed:
+            text += " " + self.policy.notices.closed.format(back=back)
+        return text
+
+    def _back(self, now: datetime, zone: str | None) -> str | None:
+        """When business hours resume, in words ("Monday at 09:00 America/New_York"); ``None`` while open."""
+        hours = self.policy.business_hours
+        office = ZoneInfo(hours.timezone)
+        local = now.astimezone(office)
+        open_days = {WEEKDAYS.index(d) for d in hours.days}
+        if local.weekday() in open_days and hours.start <= local.time().replace(tzinfo=None) < hours.end:
+            return None
+        today = local.date()
+        for ahead in range(8):
+            day = today + timedelta(days=ahead)
+            opening = datetime.combine(day, hours.start, tzinfo=office)
+            if day.weekday() in open_days and opening > local:
+                text = f"{_day_name(day, today)} at {hours.start:%H:%M} {hours.timezone}"
+                if zone and zone != hours.timezone:
+                    try:
+                        theirs = opening.astimezone(ZoneInfo(zone))
+                    except (ValueError, KeyError):
+                        return text
+                    text += f" ({_day_name(theirs.date(), now.astimezone(ZoneInfo(zone)).date())} at " \
+                            f"{theirs:%H:%M} your time)"
+                return text
+        return None
 
     # ---- parts ----
 
@@ -339,14 +609,21 @@ class Engine:
                               rule=f"repeat_contact.{intent}.{rule.window_days}d")
         return None
 
-    def handoff_notice(self, severity: Severity) -> str:
-        return self.policy.notices.handoff.format(
-            sla=_humanise(self.policy.sla_minutes[severity.name]),
-            hours=self._hours_text(),
-        )
+    def handoff_notice(self, severity: Severity, *, now: datetime | None = None, zone: str | None = None,
+                       topic: str | None = None) -> str:
+        """The handoff notice: what the bot understood (``topic``), who takes over, and when (with when
+        business hours resume if ``now`` is outside them)."""
+        text = self._promise(self.policy.notices.handoff, severity, now=now, zone=zone)
+        understood = self.policy.notices.understood
+        return f"{understood.format(topic=topic)} {text}" if topic and understood else text
 
     def ask_for(self, missing: Sequence[str]) -> str:
         return self.policy.notices.ask_details.format(fields=_join([self.policy.field(f).label for f in missing]))
+
+    def ask_again(self, missing: Sequence[str]) -> str:
+        """The question for ``missing`` in other words than :meth:`ask_for`, with an example answer."""
+        labels = _join([self.policy.field(f).label for f in missing])
+        return self.policy.notices.ask_again.format(fields=labels, example=self.extractor.example(missing) or labels)
 
     def _hours_text(self) -> str:
         h = self.policy.business_hours

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.language import name_of
 from bot.model import Conversation, Decision, Role
 from bot.policy import Policy
 
@@ -51,6 +52,10 @@ class Brief(BaseModel):
     tried: list[str] = []
     written_by: str = "rules"
     """Who wrote the summary fields (goal, timeline, tried, next step): ``rules`` or the model's name."""
+    language: str | None = None
+    """The language the customer wrote in when Baton does not answer in it ("German (de)")."""
+    draft: str | None = None
+    """The language model's draft reply for an assisted intent, for a person to approve or edit."""
     due: datetime | None
     transcript: list[Line]
     rules: list[str]
@@ -66,6 +71,8 @@ class Brief(BaseModel):
             f"Goal: {self.goal}",
             "Why now: " + ("; ".join(self.why_now) or "-"),
         ]
+        if self.language:
+            out.append(f"Language: {self.language}")
         if self.urgent_words:
             out.append("In their words: " + " · ".join(f"\u201c{w}\u201d" for w in self.urgent_words))
         filled = {k: v for k, v in self.details.items() if v}
@@ -77,6 +84,8 @@ class Brief(BaseModel):
         if self.tried:
             out.append("Tried: " + " | ".join(self.tried))
         out.append("Bot already said: " + (" | ".join(self.bot_said) if self.bot_said else "nothing yet"))
+        if self.draft:
+            out.append(f"Draft reply (approve or edit before sending): {self.draft}")
         out.append(f"Confidence: {self.confidence:.2f}")
         if self.due:
             out.append(f"Reply due by: {self.due:%a %d %b %H:%M %Z}")
@@ -93,7 +102,22 @@ def explain(rule: str, policy: Policy) -> str | None:
         spec = policy.signals[head]
         return f"{spec.description or head} ({rest.replace('_', ' ')})" if rest else spec.description or head
     if head == "tier":
-        return f"{rest.split('.')[0].replace('_', ' ')} requests always go to a person"
+        intent, _, tier = rest.partition(".")
+        if tier == "assisted":
+            return f"{intent.replace('_', ' ')} requests are handled by a person until the bot's drafts are approved"
+        return f"{intent.replace('_', ' ')} requests always go to a person"
+    if head == "language":
+        name = name_of(rest)
+        answers = " or ".join(name_of(code) for code in policy.languages.answers)
+        return f"written in {name} ({rest}) when Baton answers only in {answers}"
+    if head == "smalltalk" and rest == "again":
+        return "two messages in a row without a request the bot could act on"
+    if head == "clarify" and rest == "unknown":
+        return "the bot asked what the customer needs and still could not tell"
+    if head == "fallback":
+        return f"the bot has no answer and no form for {rest.replace('_', ' ')} requests"
+    if head == "long_message":
+        return "a very long message: the bot read only its start and its end"
     if head == "vip":
         customer = next((c for c in policy.customers if c.id == rest), None)
         return f"{customer.name if customer else rest} has a contract: severity raised"
@@ -105,7 +129,12 @@ def explain(rule: str, policy: Policy) -> str | None:
     if head == "guard":
         return f"a bot reply was stopped by the pre-send guard ({rest.replace('_', ' ')}) and held for review"
     if head == "form":
-        return "the customer confirmed the details below"
+        outcome = rest.rpartition(".")[2]
+        return {"unreadable": "the bot could not read the customer's answers to its questions twice: the details "
+                              "below are what it has, and what is still missing",
+                "unknown": "the customer does not know the remaining details: below is what they gave",
+                "unconfirmed": "the customer did not confirm the details read back to them (below, unconfirmed)",
+                }.get(outcome, "the customer confirmed the details below")
     if head == "llm" and rest in policy.signals:
         return f"{policy.signals[rest].description or rest} (the language model's second opinion)"
     return None
@@ -138,4 +167,5 @@ def build_brief(policy: Policy, conversation: Conversation, decision: Decision, 
         due=policy.sla_due(decision.severity, opened_at),
         transcript=list(transcript),
         rules=list(decision.rules),
+        language=decision.language,
     )

@@ -147,6 +147,8 @@ class Decision(_Frozen):
     """What the bot's reply waits for: missing details, a yes/no on the details read back, a correction."""
     held: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Replies the pre-send guard stopped, each with its problems; never sent, kept for review."""
+    language: str | None = None
+    """The language the message is in when Baton does not answer in it ("German (de)"), for the brief."""
 
     def contract(self) -> dict[str, Any]:
         """The shape printed by ``python -m bot triage`` (DESIGN.md's command-line contract)."""

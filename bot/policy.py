@@ -43,9 +43,10 @@ SeverityName = Annotated[Severity, BeforeValidator(_parse_severity)]
 def _check_patterns(patterns: list[str]) -> list[str]:
     for p in patterns:
         try:
-            re.compile(p)
+            re.compile(p.replace(" ", _SPACE))  # as _compile reads it: a space is any run of white space
         except re.error as exc:
-            raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
+            hint = " (a space matches any run of white space; write \\s for exactly one)" if " " in p else ""
+            raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}{hint}") from None
     return patterns
 
 
@@ -84,6 +85,9 @@ class Rule(_Strict):
     """A negator just before the match in the same clause ("no refund needed") cancels it."""
     bounded: bool = True
     """Match whole words only; false for punctuation cues."""
+    emphasis: bool = False
+    """An emphasis cue (punctuation, capitals, "urgent"): it says how strongly, not what. On a how-to
+    question (``escalation.questions``) emphasis cues are recorded but never escalate."""
 
     _patterns = field_validator("patterns")(_check_patterns)
 
@@ -108,6 +112,9 @@ class Cue(_Strict):
     id: str = Field(pattern=_RULE_ID)
     patterns: list[str] = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0)
+    topic: bool = False
+    """A cue that only names the subject ("meeting", "invoice"): an intent with nothing but topic cues
+    does not win a question (the help center answers it) and never wins on a weight below 1."""
 
     _patterns = field_validator("patterns")(_check_patterns)
 
@@ -178,6 +185,8 @@ class FieldSpec(_Strict):
     label: str
     """How the bot names the field when it asks for it ("the meeting's name")."""
     pattern: str | None = None
+    example: str | None = None
+    """An answer in the form the bot reads, shown when it asks a second time ("yesterday", "at 3pm")."""
 
     @model_validator(mode="after")
     def _pattern(self) -> FieldSpec:
@@ -192,10 +201,10 @@ class FieldSpec(_Strict):
 
 
 DEFAULT_FIELDS = {
-    "meeting_name": FieldSpec(kind="name", label="the meeting's name"),
-    "date": FieldSpec(kind="date", label="the date of the meeting"),
-    "time": FieldSpec(kind="time", label="the time it started"),
-    "timezone": FieldSpec(kind="timezone", label="your time zone"),
+    "meeting_name": FieldSpec(kind="name", label="the meeting's name", example="Weekly Sync,"),
+    "date": FieldSpec(kind="date", label="the date of the meeting", example="yesterday"),
+    "time": FieldSpec(kind="time", label="the time it started", example="at 3pm"),
+    "timezone": FieldSpec(kind="timezone", label="your time zone", example="Pacific time"),
 }
 
 
@@ -206,9 +215,19 @@ class Form(_Strict):
 
 
 class Knowledge(_Strict):
+    embeddings: bool = True
+    """Rank with sentence embeddings combined with the lexical score (when the model is installed)."""
+    min_match: float = Field(default=0.65, ge=0, le=3)
+    """With embeddings: how well the best passage must match before the bot answers from it: the cosine
+    similarity of the question and its closest sentence plus ``lexical_weight`` x the article's coverage."""
+    lexical_weight: float = Field(default=0.5, ge=0, le=2)
     min_score: float = Field(default=0.45, ge=0, le=1)
-    """How much of the question an article must cover (0-1) before the bot answers from it."""
+    """Lexical ranking only (no model): how much of the question an article must cover (0-1) before the
+    bot answers from it."""
     max_sentences: int = Field(default=3, ge=1, le=10)
+    cache: str | None = None
+    """Folder for the sentence vectors of the help center and the prepared model file; by default
+    $BATON_CACHE_DIR, else $XDG_CACHE_HOME/baton, else ~/.cache/baton."""
 
 
 class Guard(_Strict):
@@ -233,6 +252,10 @@ class Escalation(_Strict):
     """This many distinct low-severity cues of one kind add up to a medium signal."""
     loop_in: list[str] = ["engineering", "cto"]
     """Routes the handoff card offers a "Loop in ..." button for."""
+    questions: list[str] = []
+    """Ids of intent cues that mark a how-to question ("how do I ...", "does it work with ..."). On such a
+    question, emphasis cues are recorded but never escalate, and low cues do not add up: "URGENT!! how do I
+    share a recording??" is a how-to asked in a hurry, not a complaint."""
 
 
 class RepeatContact(_Strict):
@@ -244,8 +267,14 @@ class RepeatContact(_Strict):
 
 
 NOTICE_FIELDS = {"handoff": {"sla", "hours"}, "ask_details": {"fields"}, "confirm_details": {"summary"},
+                 "ask_again": {"fields", "example"}, "confirm_again": {"summary"},
+                 "correct_again": {"fields", "example"},
                  "correct_details": {"fields"}, "no_answer": {"sla", "hours"}, "answer": {"passage", "title", "url"},
                  "csat": set(), "csat_thanks": set()}
+NOTICE_FIELDS |= {"language": {"sla", "hours", "languages"}, "unsure": {"sla", "hours"}, "again": {"sla", "hours"},
+                  "closed": {"back"},
+                  "understood": {"topic"}, "acknowledged": set(), "greeting": set(), "help": set(), "thanks": set(),
+                  "unclear": set(), "signal_topics": set(), "intent_topics": set(), "replies": set()}
 
 
 class Notices(_Strict):
@@ -255,6 +284,14 @@ class Notices(_Strict):
     ask_details: str
     confirm_details: str = "{summary}: is that right?"
     correct_details: str = "Sorry about that. Which part should I correct: {fields}?"
+    ask_again: str = "Sorry, I couldn't read that. Could you send {fields}, written like \"{example}\"?"
+    """Asked once when an answer to ``ask_details`` gave nothing the bot could read (in other words than
+    the first time, with an example); a second such answer goes to a person with what was gathered."""
+    confirm_again: str = "Just to check, is this right: {summary}? A yes or a no is all I need."
+    """Asked once when the answer to ``confirm_details`` is neither yes, no nor a correction."""
+    correct_again: str = ("Sorry, I didn't catch what to change. Could you write the right details, like "
+                          "\"{example}\"?")
+    """Asked once when the answer to ``correct_details`` gave no new value."""
     no_answer: str = ("I don't want to guess on this one, so I'm getting a person from our team to answer. "
                       "Expect a reply within {sla} during business hours ({hours}).")
     answer: str = "{passage}\n\nMore in \"{title}\": {url}"
@@ -263,12 +300,56 @@ class Notices(_Strict):
     """Asked in the customer's thread when staff resolve a conversation; empty = no question."""
     csat_thanks: str = "Thank you for the feedback!"
 
+    # ---- never silent: every customer message ends in an answer, a question or an honest handoff ----
+    language: str = ("Thanks for your message! I can only write in {languages} myself, so I've passed it to a "
+                     "person from our team, who will follow up here. Expect a reply within {sla} during business "
+                     "hours ({hours}).")
+    """The handoff notice for a message in a language Baton does not answer in (it is sent in English)."""
+    unsure: str = ("I'm not sure I can help with this one myself, so I've asked a person from our team to follow "
+                   "up here. Expect a reply within {sla} during business hours ({hours}).")
+    """The handoff notice when the bot still cannot tell what the customer needs after asking once, or has
+    neither an answer nor a form for a request."""
+    again: str = ("Let me bring in a person from our team, who will follow up here. Expect a reply within {sla} "
+                  "during business hours ({hours}).")
+    """The handoff notice after a second message in a row without a request (a greeting, "help", an emoji)."""
+    understood: str = "I understand this is {topic}."
+    """Said before the handoff notice when the signal or intent that escalated has a topic below; empty: never."""
+    signal_topics: dict[str, str] = {}
+    """What the handoff notice says it understood, by the signal kind that escalated ("about a charge ...")."""
+    intent_topics: dict[str, str] = {}
+    """The same by intent, when no escalating signal has a topic."""
+    closed: str = "Our team is away right now and back {back}."
+    """Added to every notice that promises a reply time when the message comes outside business hours."""
+    greeting: list[str] = Field(default=["Hi! What can I help you with today?",
+                                         "Hello! What can I do for you?"], min_length=1)
+    """Replies to a greeting with no request in it (one is picked that differs from the bot's last message)."""
+    help: list[str] = Field(default=["Happy to help! Could you tell me a bit about what you need?",
+                                     "Sure, what can I help you with? A sentence or two about it is plenty."],
+                            min_length=1)
+    """Asks what they need after "help", an emoji, a bare link or "?"."""
+    thanks: list[str] = Field(default=["You're welcome! If anything else comes up, just write here.",
+                                       "Glad I could help! I'm here if you need anything else."], min_length=1)
+    """Closes warmly after thanks or an "ok"."""
+    unclear: list[str] = Field(default=["Could you tell me a bit more about what you need, so I can help or find "
+                                        "the right person?"], min_length=1)
+    """Asks once what a message that is neither a question nor a known request is about."""
+    acknowledged: list[str] = Field(default=["Thanks! I've added this to your conversation for the person from our "
+                                             "team who is taking over."], min_length=1)
+    """Said once when the customer writes again while a handoff is still unclaimed."""
+    replies: dict[str, list[str]] = {}
+    """A fixed reply per intent that the bot neither answers from the help center nor gathers details for
+    (e.g. feedback); an intent with none of these, and automated, is handed to a person rather than left
+    without an answer."""
+
     @model_validator(mode="after")
     def _placeholders(self) -> Notices:
         problems = []
         for name, allowed in NOTICE_FIELDS.items():
+            value = getattr(self, name)
+            texts = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+            texts = [t for item in texts for t in (item if isinstance(item, list) else [item])]
             try:
-                used = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
+                used = {f for text in texts for _, f, _, _ in string.Formatter().parse(text) if f is not None}
             except ValueError as exc:
                 problems.append(f"{name}: {exc}")
                 continue
@@ -277,6 +358,16 @@ class Notices(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class Languages(_Strict):
+    answers: list[str] = Field(default=["en"], min_length=1)
+    """ISO 639-1 codes of the languages Baton answers in; a message confidently in another goes to a person."""
+    min_confidence: float = Field(default=0.8, gt=0, le=1)
+    """How sure the language detector must be before a message counts as written in another language."""
+    min_letters: int = Field(default=12, ge=1)
+    """Shorter messages are never called foreign (too little to tell "ok" or a product name by); in a script
+    other than Latin, where each letter says more, at most 4 letters are needed."""
 
 
 class Meta(_Strict):
@@ -303,6 +394,7 @@ class Policy(_Strict):
     customers: list[Customer] = []
     repeat_contact: RepeatContact = RepeatContact()
     notices: Notices
+    languages: Languages = Languages()
     source: str = "<memory>"
 
     @field_validator("sla_minutes")
@@ -348,10 +440,25 @@ class Policy(_Strict):
             if i not in self.intents:
                 problems.append(f"repeat_contact.intents: unknown intent {i!r}")
         ids = [r.id for s in self.signals.values() for r in s.rules]
-        ids += [c.id for i in self.intents.values() for c in i.cues]
+        cue_ids = [c.id for i in self.intents.values() for c in i.cues]
+        ids += cue_ids
+        for cue in self.escalation.questions:
+            if cue not in cue_ids:
+                problems.append(f"escalation.questions: unknown intent cue {cue!r}")
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             problems.append(f"rule ids must be unique; repeated: {dupes}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _notice_references(self) -> Policy:
+        notices = self.notices
+        problems = [f"notices.signal_topics: unknown signal {k!r}" for k in notices.signal_topics
+                    if k not in self.signals]
+        problems += [f"notices.{name}: unknown intent {k!r}" for name in ("intent_topics", "replies")
+                     for k in getattr(notices, name) if k not in self.intents]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -361,6 +468,12 @@ class Policy(_Strict):
     @cached_property
     def negation_regex(self) -> re.Pattern[str]:
         return _compile(self.negation)
+
+    @cached_property
+    def question_cues(self) -> tuple[Cue, ...]:
+        """The intent cues named in ``escalation.questions``: a match marks a how-to question."""
+        wanted = set(self.escalation.questions)
+        return tuple(c for i in self.intents.values() for c in i.cues if c.id in wanted)
 
     def customer_for(self, organisation: str | None) -> Customer | None:
         if not organisation:

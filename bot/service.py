@@ -182,7 +182,7 @@ class Service:
             first = await self.store.handoff(conversation.id) is None
             brief = await self._brief(conversation, decision, message, actions)
             if first and self.llm is not None:
-                brief = await self._summarised(brief, deadline)
+                brief = await self._summarised(brief, deadline, conversation)
             actions = [a.model_copy(update={"brief": brief.model_dump(mode="json")})
                        if isinstance(a, OpenHandoff) else a for a in actions]
             if first:  # the transcript so far follows the card as replies in its thread
@@ -229,8 +229,9 @@ class Service:
                         fallback="offline engine")
             return None
 
-    async def _summarised(self, brief: Brief, deadline: float) -> Brief:
-        """The brief with the model's summary fields (the customer's urgent words stay theirs)."""
+    async def _summarised(self, brief: Brief, deadline: float, conversation: Conversation) -> Brief:
+        """The brief with the model's summary fields (the customer's urgent words stay theirs), and for
+        an assisted intent the model's draft reply, for a person to approve (if the guard lets it through)."""
         assert self.llm is not None
         data = {"customer": brief.customer, "route": brief.route, "severity": brief.severity,
                 "why_now": brief.why_now, "details": {k: v for k, v in brief.details.items() if v},
@@ -243,9 +244,13 @@ class Service:
             return brief
         if note is None:
             return brief
+        assisted = any(rule.startswith("tier.") and rule.endswith(".assisted") for rule in brief.rules)
+        draft = note.draft.strip()
         return brief.model_copy(update={"goal": note.goal[:300] or brief.goal, "timeline": note.timeline[:12],
                                         "tried": note.tried[:12], "next_step": note.next_step or brief.next_step,
-                                        "written_by": self.llm.model})
+                                        "written_by": self.llm.model,
+                                        "draft": draft if assisted and draft and not self.check_staff_text(
+                                            conversation, draft) else None})
 
     # ---- staff actions on a handoff ----
 

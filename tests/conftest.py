@@ -53,6 +53,16 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- policy and engine ----
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Derived files (the prepared embedding model, the help center's sentence vectors) go to a folder
+    of this test run, not the user's cache; processes the tests start inherit it."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BATON_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def policy() -> Policy:
     return load_policy()

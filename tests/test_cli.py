@@ -1,12 +1,15 @@
 """The command line, run as a newcomer would: ``python -m bot ...`` in a subprocess."""
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from openai_fake import FakeOpenAI, stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_KEYS = {"id", "intent", "confidence", "tier", "escalate", "route", "severity", "signals", "details",
@@ -80,10 +83,13 @@ def test_eval_reports_rates_per_category(tmp_path):
     result = baton("eval", str(src), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["categories"]["escalate:billing"] == {"n": 1, "escalation_rate": 1.0, "right_kind_rate": 1.0}
+    assert report["categories"]["escalate:billing"] == {"n": 1, "escalation_rate": 1.0, "right_kind_rate": 1.0,
+                                                         "no_answer_rate": 0.0, "silent": 0}
     assert report["categories"]["other"]["escalation_rate"] == 1.0
     assert report["calm_false_alarm_rate"] == 0.5
     assert report["calm_high_risk_signal_rate"] == 0.5
+    assert report["categories"]["simple_question"]["silent"] == 0  # answered from the help center
+    assert report["silent"] == {"rows": 0, "rate": 0.0, "categories": {k: 0 for k in report["categories"]}}
 
 
 def test_run_with_an_incomplete_slack_configuration_says_what_to_set(tmp_path):
@@ -191,9 +197,10 @@ def test_replay_compares_baton_with_what_humans_did(tmp_path):
     assert by_id["c3"]["escalated_at_turn"] == 3 and by_id["c3"]["route"] == "support"
     assert by_id["c4"]["agreement"] == "extra escalation"
     summary = lines[-1]["summary"]
-    assert summary == {"conversations": 5, "with_outcome": 5, "agree": 4, "missed_escalations": 0,
-                       "extra_escalations": 1, "same_route": 3, "different_route": 0, "bad_lines": 1}
-    assert "line 6: skipped" in result.stderr
+    assert by_id["c6"]["agreement"] == "agree, same route"
+    assert summary == {"conversations": 6, "with_outcome": 6, "agree": 5, "missed_escalations": 0,
+                       "extra_escalations": 1, "same_route": 4, "different_route": 0, "bad_lines": 1}
+    assert "line 7: skipped: not valid JSON" in result.stderr
 
 
 def test_replay_prints_each_turn_for_people(tmp_path):
@@ -205,3 +212,266 @@ def test_replay_prints_each_turn_for_people(tmp_path):
     assert "== conversation x" in result.stdout and "escalate to" in result.stdout
     assert "extra escalation" in result.stdout
     assert "line 2: skipped" in result.stderr
+
+
+def test_replay_reports_the_triage_contract_per_customer_turn_in_the_customers_zone(tmp_path):
+    result = baton("replay", "examples/replay.jsonl", "--json")
+    assert result.returncode == 0, result.stderr
+    c6 = next(json.loads(line) for line in result.stdout.splitlines() if '"id": "c6"' in line)
+    first = c6["turns"][0]
+    assert CONTRACT_KEYS - {"id"} <= set(first) and {"turn", "role", "held", "state"} <= set(first)
+    assert first["details"]["meeting_name"] == "Team Standup"
+    assert first["details"]["timezone"] == "Europe/Berlin" and "timezone" not in first["missing"]  # from "tz"
+    assert first["missing"] and first["state"] == "gathering"
+    # the same conversation without "tz": Baton has to ask for the zone
+    convo = json.loads(next(line for line in (ROOT / "examples" / "replay.jsonl").read_text().splitlines()
+                            if '"id": "c6"' in line))
+    del convo["tz"]
+    src = tmp_path / "no-tz.jsonl"
+    src.write_text(json.dumps(convo) + "\n" + json.dumps({**convo, "id": "bad", "tz": "Mars/Base"}) + "\n")
+    result = baton("replay", str(src), "--json")
+    assert result.returncode == 0, result.stderr
+    [row, summary] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "timezone" in row["turns"][0]["missing"] and row["turns"][0]["details"]["timezone"] is None
+    assert summary["summary"]["bad_lines"] == 1
+    assert "line 2: skipped: tz:" in result.stderr and "IANA" in result.stderr
+
+
+def test_replay_prints_signals_and_details_for_people(tmp_path):
+    result = baton("replay", "examples/replay.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert "signals: billing:" in result.stdout  # c2's charge, with the customer's words
+    assert "details: meeting_name=Team Standup" in result.stdout and "timezone=Europe/Berlin" in result.stdout
+
+
+# ---- eval: risk escalations apart from "the help center had no answer", and silent rows ----
+
+
+def test_eval_scores_a_no_answer_handoff_apart_from_risk_escalations(tmp_path):
+    question = "Which street is your head office on, and is there parking for visitors?"
+    decided = json.loads(baton("triage", stdin=json.dumps({"id": 1, "text": question})).stdout)
+    assert decided["escalate"] and "knowledge.no_answer" in decided["rules"]  # the case this test is about
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps({"id": 1, "text": question, "category": "simple_question"}) + "\n")
+    result = baton("eval", str(src), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["categories"]["simple_question"]["escalation_rate"] == 0.0  # not a false alarm
+    assert report["categories"]["simple_question"]["no_answer_rate"] == 1.0
+    assert report["calm_false_alarm_rate"] == 0.0 and report["no_answer"] == {"rows": 1, "rate": 1.0}
+    text = baton("eval", str(src)).stdout
+    assert "help center had no answer (not counted as escalations): 1/1" in text
+    assert "silent rows (no reply, no handoff): 0/1" in text
+
+
+def _decision(**fields):
+    from bot.model import Decision, Severity, Tier
+
+    base = {"intent": "other", "confidence": 0.5, "tier": Tier.automated, "escalate": False, "route": None,
+            "severity": Severity.low}
+    return Decision(**{**base, **fields})
+
+
+def test_the_report_sorts_every_outcome_and_counts_silent_rows(policy):
+    from bot.evaluation import LabelledRow, Report, outcome_of
+    from bot.model import Severity, Signal, Tier
+
+    charge = Signal(kind="billing", severity=Severity.high, evidence="charged twice", rule="billing.x")
+    cases = [
+        ("escalate:billing", _decision(escalate=True, route="billing", severity=Severity.high, signals=(charge,),
+                                       rules=("billing.x", "route.billing"), reply="a person"), "risk"),
+        ("other", _decision(escalate=True, tier=Tier.human, route="success", rules=("tier.cancellation.human",),
+                            reply="a person"), "risk"),
+        ("simple_question", _decision(escalate=True, route="support", rules=("knowledge.no_answer",),
+                                      reply="a person"), "no_answer"),
+        ("simple_question", _decision(escalate=True, route="billing", rules=("tier.billing.assisted",),
+                                      reply="a person"), "handoff"),
+        ("simple_question", _decision(reply="the answer"), "reply"),
+        ("other", _decision(), "silent"),
+        ("escalate:billing", _decision(), "silent"),
+    ]
+    report = Report(policy)
+    for n, (category, decision, expected) in enumerate(cases):
+        assert outcome_of(decision, policy) == expected
+        assert report.add(LabelledRow(id=n, text="x", category=category, source="mine:train"), decision) == expected
+    data = report.as_dict()
+    assert data["silent"] == {"rows": 2, "rate": round(2 / 7, 4),
+                              "categories": {"escalate:billing": 1, "other": 1, "simple_question": 0}}
+    assert data["categories"]["escalate:billing"]["escalation_rate"] == 0.5
+    assert data["calm_false_alarm_rate"] == 0.2  # only the human-tier intent, of five calm rows
+    lines = list(report.lines())
+    assert "silent rows (no reply, no handoff): 2/7 = 0.286" in lines
+    assert any(line.startswith("handed off for another reason") and "1/7" in line for line in lines)
+
+
+# ---- triage, replay and eval with the configured language model (a local fake endpoint) ----
+
+NOW = "2026-11-18T10:00:00+01:00"
+SARCASM = "Great, so I get to explain it again. How do I export notes to HubSpot?"
+DISPUTE = "You charged us twice for November and I want a refund."
+
+
+@pytest.fixture
+async def fake():
+    server = FakeOpenAI()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def model_env(fake, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_"))}
+    env.update({"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": str(fake.server.make_url("/v1")),
+                "BATON_MODEL": "fake-model", **extra})
+    return env
+
+
+async def baton_async(*args: str, stdin: str = "", env: dict[str, str], cwd: Path = ROOT) -> tuple[int, str, str]:
+    """``python -m bot ...`` as a process, while the test's event loop serves the fake endpoint."""
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", *args, env=env, cwd=cwd,
+                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def jsonl(*texts: str) -> str:
+    return "".join(json.dumps({"id": n, "text": t}) + "\n" for n, t in enumerate(texts))
+
+
+async def test_triage_asks_the_model_exactly_as_a_live_conversation_does(fake, bot, tmp_path):
+    from datetime import datetime
+
+    import openai
+
+    from bot.llm import LanguageModel
+    from bot.model import Message, Person
+    from bot.service import Service
+    from bot.store import Store
+
+    texts = [SARCASM, "How do I connect my Outlook calendar?", DISPUTE, "The recording of our Weekly Sync is missing"]
+    code, out, err = await baton_async("triage", "--now", NOW, "--tz", "Europe/Paris", stdin=jsonl(*texts),
+                                       env=model_env(fake))
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["escalate"] and "llm.frustration" in rows[0]["rules"]  # the rules alone answer it
+    assert "llm.answer" in rows[1]["rules"] and "In short:" in rows[1]["reply"]  # grounded in the passages
+    assert rows[1]["citations"] == ["https://help.notewise.example/articles/connect-calendars"]
+    assert "llm.answer" not in rows[2]["rules"] and rows[2]["route"] == "billing"
+    passages = [fake.data_of(r)["passages"] for r in fake.of("TurnOpinion")]
+    assert len(passages) == 4 and sum(bool(p) for p in passages) >= 1
+
+    # The same messages as the first message of a live conversation, through the service.
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'live.db'}")
+    await store.migrate()
+    client = openai.AsyncOpenAI(base_url=str(fake.server.make_url("/v1")), api_key="test-key", max_retries=0)
+    service = Service(bot, store, llm=LanguageModel(client, "fake-model", store), first_reply=10)
+    try:
+        for n, text in enumerate(texts):
+            outcome = await service.handle(Message(
+                platform="slack", workspace="T0", channel="C0", thread=None, text=text, event_id=f"E{n}",
+                at=datetime.fromisoformat(NOW), author=Person(id=f"U{n}", timezone="Europe/Paris")))
+            assert outcome.decision is not None
+            assert {"id": n, **outcome.decision.contract()} == rows[n]
+    finally:
+        await store.close()
+
+
+async def test_offline_forces_the_rules_alone_even_with_a_key(fake):
+    text = jsonl(SARCASM, "How do I connect my Outlook calendar?")
+    code, with_flag, err = await baton_async("triage", "--offline", "--now", NOW, stdin=text, env=model_env(fake))
+    assert code == 0, err
+    no_key = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    code, without_key, err = await baton_async("triage", "--now", NOW, stdin=text, env=no_key)
+    assert code == 0, err
+    assert with_flag == without_key and fake.requests == []
+    assert "llm." not in with_flag
+
+
+class GatedOpenAI(FakeOpenAI):
+    """Holds each call until ``lanes`` of them are in flight at once; remembers the most ever in flight."""
+
+    def __init__(self, lanes: int) -> None:
+        super().__init__()
+        self.lanes = lanes
+        self.in_flight = 0
+        self.most = 0
+        self.full = asyncio.Event()
+
+    async def _complete(self, request: Any) -> Any:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.lanes:
+            self.full.set()
+        try:
+            await self.full.wait()
+            return await super()._complete(request)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_model_calls_run_a_few_at_a_time_and_the_output_keeps_the_input_order():
+    from bot.cli import CONCURRENCY
+
+    gated = GatedOpenAI(CONCURRENCY)
+    await gated.start()
+    try:
+        texts = [f"How do I connect calendar number {n} to my account?" for n in range(30)]
+        code, out, err = await baton_async("triage", stdin=jsonl(*texts), env=model_env(gated))
+    finally:
+        await gated.close()
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == list(range(30))
+    assert gated.most == CONCURRENCY and len(gated.of("TurnOpinion")) == 30
+
+
+async def test_a_failing_call_leaves_that_rows_offline_decision_and_every_line_is_printed(fake):
+    broken = "Great, so I get to explain it again. BROKEN. How do I export notes to HubSpot?"
+    fake.brain = lambda schema, data: ("{not json" if "BROKEN" in data.get("customer_message", "")
+                                       else stand_in(schema, data))
+    text = jsonl(SARCASM, broken, DISPUTE)
+    code, out, err = await baton_async("triage", "--now", NOW, stdin=text, env=model_env(fake))
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    offline = [json.loads(line) for line in (await baton_async("triage", "--offline", "--now", NOW, stdin=text,
+                                                                env=model_env(fake)))[1].splitlines()]
+    assert [r["id"] for r in rows] == [0, 1, 2]
+    assert "llm.frustration" in rows[0]["rules"]  # the model's opinion where it answered
+    assert rows[1] == offline[1] and "llm.frustration" not in rows[1]["rules"]  # the rules' where it did not
+    assert "1 without an answer" in err and "test-key" not in err
+
+
+async def test_an_unreachable_endpoint_gives_the_offline_output(tmp_path):
+    from bot_process import free_port
+
+    text = jsonl(SARCASM, DISPUTE, "How do I connect my Outlook calendar?", "hello?", "is the app down?")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_"))}
+    code, offline, err = await baton_async("triage", "--now", NOW, stdin=text, env=env)
+    assert code == 0, err
+    env.update({"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
+    code, out, err = await baton_async("triage", "--now", NOW, stdin=text, env=env)
+    assert code == 0, err
+    assert out == offline and "5 without an answer" in err
+
+
+async def test_replay_and_eval_ask_the_model_too(fake, tmp_path):
+    src = tmp_path / "r.jsonl"
+    src.write_text(json.dumps({"id": "s", "messages": [{"role": "customer", "text": SARCASM}],
+                               "outcome": {"escalated": True}}) + "\n")
+    code, out, err = await baton_async("replay", str(src), "--json", env=model_env(fake))
+    assert code == 0, err
+    row = json.loads(out.splitlines()[0])
+    assert row["agreement"] == "agree" and "llm.frustration" in row["turns"][0]["rules"]
+    code, out, err = await baton_async("replay", str(src), "--json", "--offline", env=model_env(fake))
+    assert json.loads(out.splitlines()[0])["agreement"] == "missed escalation"
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": 1, "text": SARCASM, "category": "escalate:frustration"}) + "\n")
+    code, out, err = await baton_async("eval", str(rows), "--json", env=model_env(fake))
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["categories"]["escalate:frustration"]["escalation_rate"] == 0.0
+    assert report["model_assisted"]["categories"]["escalate:frustration"]["escalation_rate"] == 1.0
+    assert report["model_assisted"]["silent"]["rows"] == 0 and "silent" in report

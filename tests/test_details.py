@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.details import DetailExtractor, find_meeting_name, find_when, find_zone, resolve
+from bot.details import DetailExtractor, find_meeting_name, find_when, find_zone, resolve, spoken
 from bot.model import Details
 from bot.policy import Policy, load_policy
 
@@ -38,9 +38,95 @@ def test_relative_and_absolute_forms_resolve_in_the_past(text, date, time):
 
 
 def test_a_time_later_than_now_with_no_day_is_yesterdays():
-    when = resolve("at 2pm", NOW)
-    assert when is not None and when.value == datetime(2026, 11, 22, 14, 0, tzinfo=LA)
-    assert resolve("tomorrow at 2pm", NOW).value == datetime(2026, 11, 24, 14, 0, tzinfo=LA)  # said: kept
+    when = resolve("at 4pm", NOW)
+    assert when is not None and when.value == datetime(2026, 11, 22, 16, 0, tzinfo=LA)
+    assert resolve("tomorrow at 4pm", NOW).value == datetime(2026, 11, 24, 16, 0, tzinfo=LA)  # said: kept
+    for text, hour in (("at noon", 12), ("around midday", 12), ("3 in the afternoon", 15)):  # never a year back
+        assert resolve(text, NOW).value == datetime(2026, 11, 22, hour, 0, tzinfo=LA), text
+        assert resolve(text, NOW.replace(hour=16)).value == datetime(2026, 11, 23, hour, 0, tzinfo=LA), text
+
+
+# Several zones and now-s: Los Angeles on a Monday morning; Kolkata (UTC+5:30, day-month dates) early on
+# 3 November; London on the morning the clocks went forward (01:00-02:00 did not exist); New York on the
+# morning the clocks went back (01:00-02:00 happened twice); Auckland just after New Year.
+KOLKATA = datetime(2026, 11, 3, 9, 0, tzinfo=ZoneInfo("Asia/Kolkata"))
+LONDON_SPRING = datetime(2026, 3, 29, 9, 0, tzinfo=ZoneInfo("Europe/London"))
+NEW_YORK_FALL = datetime(2026, 11, 1, 8, 0, tzinfo=ZoneInfo("America/New_York"))
+AUCKLAND = datetime(2027, 1, 5, 8, 0, tzinfo=ZoneInfo("Pacific/Auckland"))
+
+PHRASINGS = [
+    # (now, what the customer wrote, the date filled in or None, the time filled in or None)
+    (NOW, "Nov 3 at 10:30am", "2026-11-03", "10:30"),
+    (NOW, "at noon", None, "12:00"),
+    (NOW, "it was midday", None, "12:00"),
+    (NOW, "3 in the afternoon", None, "15:00"),
+    (NOW, "2.30pm", None, "14:30"),
+    (NOW, "14h30", None, "14:30"),
+    (NOW, "half past two", None, "14:30"),
+    (NOW, "quarter to ten", None, "09:45"),
+    (NOW, "quarter past 9", None, "09:15"),
+    (NOW, "9ish", None, "09:00"),
+    (NOW, "around 4", None, "16:00"),
+    (NOW, "10:30ish", None, "10:30"),
+    (NOW, "this morning at 9", "2026-11-23", "09:00"),
+    (NOW, "yesterday around 3pm", "2026-11-22", "15:00"),
+    (NOW, "on Friday at noon", "2026-11-20", "12:00"),
+    (NOW, "Dec 3 at 9am", "2025-12-03", "09:00"),
+    (NOW, "last Tuesday at 4pm", "2026-11-17", "16:00"),
+    (NOW, "Monday at 3pm", "2026-11-16", "15:00"),  # said on Monday morning: last Monday's
+    (NOW, "Monday at 8am", "2026-11-23", "08:00"),  # already past today: today's
+    (NOW, "twenty to four", None, "15:40"),
+    (NOW, "eleven forty am", None, "11:40"),
+    (NOW, "seven fifteen in the evening", None, "19:15"),
+    (NOW, "the one at twenty past noon", None, "12:20"),
+    (NOW, "wrong date - the 14th", "2026-11-14", None),
+    (NOW, "the 30th", "2026-10-30", None),
+    (NOW, "3 days ago at 11:15", "2026-11-20", "11:15"),
+    (NOW, "2 hours ago", "2026-11-23", "08:00"),
+    (NOW, "it was Tuesday, not Monday", "2026-11-17", None),
+    (NOW, "not Monday, Tuesday", "2026-11-17", None),
+    (NOW, "11/18 at 16:45", "2026-11-18", "16:45"),  # month/day where the customer's zone writes it so
+    (NOW, "Friday, Nov 20 at 9am", "2026-11-20", "09:00"),
+    (NOW, "from 3 to 4pm yesterday", "2026-11-22", "15:00"),
+    (NOW, "the 1st of November at 9", "2026-11-01", "09:00"),
+    (NOW, "last week", None, None),  # a period, not a day: no date is made up
+    (NOW, "at one point the bot left", None, None),
+    (NOW, "about 5 people joined at 3pm", None, "15:00"),
+    (NOW, "version 2.30 of the app", None, None),
+    (NOW, "please send the notes by 5pm", None, None),  # a deadline is not when the meeting started
+    (NOW, "it ran from 2 until 4pm yesterday", "2026-11-22", "14:00"),
+    (NOW, "we sat through it, the sun was out", None, None),
+    (KOLKATA, "Nov 3 at 10:30am", "2026-11-03", "10:30"),  # today's date, though 10:30 is still ahead
+    (KOLKATA, "02/11 at 4pm", "2026-11-02", "16:00"),  # day/month outside the Americas
+    (KOLKATA, "at noon", None, "12:00"),
+    (KOLKATA, "yesterday at half past two", "2026-11-02", "14:30"),
+    (LONDON_SPRING, "yesterday around 3pm", "2026-03-28", "15:00"),
+    (LONDON_SPRING, "this morning at 1:30", "2026-03-29", "01:30"),  # a skipped wall time, kept as said
+    (LONDON_SPRING, "Friday at quarter past 9", "2026-03-27", "09:15"),
+    (LONDON_SPRING, "at noon", None, "12:00"),
+    (NEW_YORK_FALL, "this morning at 1:30", "2026-11-01", "01:30"),  # a repeated wall time, kept as said
+    (NEW_YORK_FALL, "yesterday at 14h30", "2026-10-31", "14:30"),
+    (AUCKLAND, "Dec 31 at 3pm", "2026-12-31", "15:00"),
+    (AUCKLAND, "Sunday around 4", "2027-01-03", "16:00"),
+]
+
+
+@pytest.mark.parametrize("now, text, date, time", PHRASINGS)
+def test_time_phrasings_read_right_in_every_zone(policy, now, text, date, time):
+    zone_name = now.tzinfo.key
+    details = DetailExtractor(policy).extract(text, FIELDS, now=now, default_zone=zone_name).details
+    assert (details.date, details.time) == (date, time)
+
+
+@pytest.mark.parametrize("text, plain", [
+    ("half past two", "2:30"), ("quarter to ten", "9:45"), ("a quarter past 4pm", "16:15"), ("2.30pm", "2:30pm"),
+    ("14h30", "14:30"), ("9ish", "around 9"), ("eleven forty am", "11:40 am"), ("ten after 5pm", "17:10"),
+    ("nine tonight", "9 tonight"), ("half four", "4:30"), ("5 o'clock", "at 5"), ("2-3pm", "2pm"),
+    ("11-1pm", "11am"), ("quarter to midnight", "23:45"),
+    ("at one point", "at one point"), ("half an hour", "half an hour"), ("5 to 10 minutes", "5 to 10 minutes"),
+])
+def test_spoken_clock_forms_are_written_as_clock_times(text, plain):
+    assert spoken(text) == plain
 
 
 def test_a_date_alone_leaves_the_time_unknown_and_a_time_alone_leaves_the_date_unknown():
@@ -75,6 +161,17 @@ def test_no_zone_in_ordinary_words():
     ("notetaker didn't join the Acme call", "Acme call"),
     ("it's a meeting called board review with the investors", "board review with the investors"),
     ("Summary for ‘Design Crit’ is wrong", "Design Crit"),
+    ("the weekly design review", "weekly design review"),
+    ("the standup", "standup"),
+    ("our design review", "design review"),
+    ("Customer Onboarding – Globex", "Customer Onboarding – Globex"),
+    ("Q4 planning - EMEA", "Q4 planning - EMEA"),
+    ("the recording of the design review from yesterday is missing", "design review"),
+    ("the notetaker skipped sprint planning yesterday", "sprint planning"),
+    ("the 1:1 with Priya has no summary", "1:1 with Priya"),
+    ("our sales call - ACME renewal dropped halfway", "sales call - ACME"),
+    ("Notewise never joined the team standup", "team standup"),
+    ("sorry, the meeting was called Ops Sync", "Ops Sync"),
 ])
 def test_meeting_names(text, name):
     assert find_meeting_name(text) == name
@@ -82,6 +179,8 @@ def test_meeting_names(text, name):
 
 @pytest.mark.parametrize("text", [
     "my recording is missing", "I use Zoom and Google Meet", "Hi, Monday at 3pm PST", "Thanks!",
+    "the notetaker never joined our call", "the same meeting again", "a call I had this morning",
+    "the Zoom call from yesterday", "no, it was Tuesday", "the 3pm meeting",
 ])
 def test_no_name_where_there_is_none(text):
     assert find_meeting_name(text) is None
@@ -89,12 +188,36 @@ def test_no_name_where_there_is_none(text):
 
 def test_a_bare_answer_fills_the_field_asked_for_and_nothing_else(policy):
     extractor = DetailExtractor(policy)
-    asked = extractor.extract("Team retro", FIELDS, now=NOW, asked=("meeting_name",))
-    assert asked.details.meeting_name == "Team retro"
-    unasked = extractor.extract("team retro", FIELDS, now=NOW)
+    asked = extractor.extract("acme intro", FIELDS, now=NOW, asked=("meeting_name",))
+    assert asked.details.meeting_name == "acme intro"
+    unasked = extractor.extract("acme intro", FIELDS, now=NOW)
     assert unasked.details.meeting_name is None
     unsure = extractor.extract("I don't remember", FIELDS, now=NOW, asked=("meeting_name",))
     assert unsure.details.meeting_name is None
+
+
+def test_a_loosely_read_name_does_not_replace_one_already_given(policy):
+    extractor = DetailExtractor(policy)
+    known = Details(meeting_name="Design Crit")
+    loose = extractor.extract("it was during our team call", FIELDS, now=NOW, known=known)
+    assert loose.details.meeting_name is None
+    strong = extractor.extract("sorry, it's called Ops Review", FIELDS, now=NOW, known=known)
+    assert strong.details.meeting_name == "Ops Review"
+    asked = extractor.extract("the weekly design review", FIELDS, now=NOW, known=known, asked=("meeting_name",))
+    assert asked.details.meeting_name == "weekly design review"
+
+
+def test_links_and_mentions_are_not_read_as_names_or_times(policy):
+    text = "<@U0123ABC> the standup recording <https://acme.example/rec/14h30|link> is missing"
+    details = DetailExtractor(policy).extract(text, FIELDS, now=NOW).details
+    assert details.meeting_name == "standup" and details.time is None
+
+
+def test_the_example_shown_when_asking_again(policy):
+    extractor = DetailExtractor(policy)
+    assert extractor.example(["date", "time"]) == "yesterday at 3pm"
+    assert extractor.example(FIELDS) == "Weekly Sync, yesterday at 3pm Pacific time"
+    assert extractor.example(["meeting_name"]) == "Weekly Sync"
 
 
 def test_the_summary_reads_back_like_a_person_would(policy):
@@ -124,7 +247,8 @@ GRAIN_FORMAT = {"second": "%Y-%m-%d %H:%M:%S", "minute": "%Y-%m-%d %H:%M", "hour
 
 def score_datetimes(path: Path) -> dict[str, tuple[int, int]]:
     """Rows resolved right at their grain. Direction-sensitive rows count as right when Baton gives
-    either Duckling's (next) reading or the most recent past one (a day, a week or a year earlier)."""
+    either Duckling's (next) reading or the most recent past one (a day, a week, a month or a year
+    earlier: "the 1st" said on 12 February is 1 February)."""
     counts = {"unambiguous": [0, 0], "direction_sensitive": [0, 0]}
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
@@ -135,6 +259,9 @@ def score_datetimes(path: Path) -> dict[str, tuple[int, int]]:
         accepted = {expected.strftime(fmt)}
         if row["direction_sensitive"]:
             accepted |= {(expected - timedelta(days=d)).strftime(fmt) for d in (1, 7)}
+            month_back = expected.replace(day=1) - timedelta(days=1)
+            if expected.day <= month_back.day:
+                accepted.add(month_back.replace(day=expected.day).strftime(fmt))
             try:
                 accepted.add(expected.replace(year=expected.year - 1).strftime(fmt))
             except ValueError:
@@ -147,7 +274,8 @@ def score_datetimes(path: Path) -> dict[str, tuple[int, int]]:
 
 def test_dev_datetimes_resolve(shared_eval):
     scores = score_datetimes(shared_eval / "dev_datetimes.jsonl")
-    right, total = scores["unambiguous"]
+    right = sum(r for r, _ in scores.values())
+    total = sum(t for _, t in scores.values())
     assert total > 0 and right / total >= 0.95, scores
     right, total = scores["direction_sensitive"]
-    assert right / total >= 0.80, scores  # a floor against regressions; measured 58/70 when written
+    assert total > 0 and right / total >= 0.95, scores

@@ -1,20 +1,53 @@
-"""The gold set: sensitive cases written for the sample product. A missed escalation fails CI."""
+"""The gold sets: sensitive cases written for the sample product. A missed escalation fails CI.
+
+``sensitive.jsonl`` is the first set; ``product.jsonl`` covers the product's own risk phrasings (an
+empty recording, every meeting failing since a time, the notetaker in a meeting nobody invited it
+to, ...) and calm messages that only sound alarming (privacy and security how-tos, "URGENT: how do
+I ..."). ``holdout.jsonl`` is never tuned on: it is only checked here for staying separate.
+"""
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-GOLD = Path(__file__).with_name("gold") / "sensitive.jsonl"
-ROWS = [json.loads(line) for line in GOLD.read_text().splitlines() if line.strip()]
+from bot.model import Tier
+
+GOLD = Path(__file__).with_name("gold")
+SETS = ("sensitive.jsonl", "product.jsonl")
 KINDS = ("frustration", "billing", "data_loss", "churn", "security", "outage", "human_request", "privacy")
 
 
-def test_gold_set_is_big_enough():
+def _load(name):
+    return [json.loads(line) for line in (GOLD / name).read_text().splitlines() if line.strip()]
+
+
+ROWS = [row for name in SETS for row in _load(name)]
+
+
+def _normal(text):
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def test_gold_sets_are_big_enough():
+    assert len({r["id"] for r in ROWS}) == len(ROWS)
     expect = Counter(r["expect"] for r in ROWS)
-    assert expect["escalate"] >= 60 and expect["calm"] >= 40
+    assert expect["escalate"] >= 200 and expect["calm"] >= 140
     assert set(KINDS) <= {r["kind"] for r in ROWS if r["expect"] == "escalate"}
+    product = _load("product.jsonl")
+    escalate = Counter(r["kind"] for r in product if r["expect"] == "escalate")
+    assert sum(escalate.values()) >= 150 and set(KINDS) <= set(escalate)
+    assert min(escalate["data_loss"], escalate["outage"], escalate["security"]) >= 20
+    assert sum(r["expect"] == "calm" for r in product) >= 100
+
+
+def test_holdout_stays_out_of_the_gold_sets():
+    gold = {_normal(r["text"]) for r in ROWS}
+    holdout = _load("holdout.jsonl")
+    assert len(holdout) >= 40
+    assert not [r["id"] for r in holdout if _normal(r["text"]) in gold]
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r["expect"] == "escalate"], ids=lambda r: r["id"])
@@ -23,10 +56,15 @@ def test_must_escalate_with_the_right_kind(engine, row):
     assert decision.escalate, decision.rules
     assert row["kind"] in {s.kind for s in decision.signals}, decision.rules
     for signal in decision.signals:
-        assert signal.evidence in row["text"]
+        assert signal.evidence and signal.evidence in row["text"]
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r["expect"] == "calm"], ids=lambda r: r["id"])
-def test_must_not_escalate(engine, row):
+def test_must_not_escalate(engine, policy, row):
+    # Calm: no risk signal escalates and the intent is not a human-led one. (An assisted intent, a mild
+    # bug report, may still be handed to a person for a draft; that is not a risk escalation.)
     decision = engine.triage(row["text"])
-    assert not decision.escalate, decision.rules
+    risky = [s.kind for s in decision.signals
+             if policy.signals[s.kind].escalate and s.severity >= policy.escalation.min_severity]
+    assert not risky, decision.rules
+    assert policy.intents[decision.intent].tier is not Tier.human, decision.rules

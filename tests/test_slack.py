@@ -315,8 +315,12 @@ async def test_new_customer_messages_after_the_handoff_are_mirrored_not_answered
     ts, _conversation_id, card_ts = await open_dispute(slack)
     await slack.say("U0ALEX", "Hello?? Anyone there?", thread_ts=ts)
     await slack.settle()
-    assert len(slack.fake.posts(SHARED)) == 1  # only the handoff notice
+    assert len(slack.fake.posts(SHARED)) == 2  # the handoff notice, and one acknowledgement while unclaimed
     assert "Hello?? Anyone there?" in in_thread(slack.fake.posts(INTERNAL), card_ts)[-1]["text"]
+    await slack.say("U0ALEX", "Still nobody?", thread_ts=ts)
+    await slack.settle()
+    assert len(slack.fake.posts(SHARED)) == 2  # never a second acknowledgement
+    assert "Still nobody?" in in_thread(slack.fake.posts(INTERNAL), card_ts)[-1]["text"]
 
 
 async def test_resolve_closes_the_conversation_and_asks_one_csat_question(slack: Harness):

@@ -1,0 +1,303 @@
+"""Detail gathering that survives real answers, through the service with a real SQLite store.
+
+Corrections of any field at any turn, answers the bot cannot read (asked once more in other words,
+then handed to a person with what was gathered and what was not), lowercase and dashed meeting names,
+spoken times, and never a held duplicate on any of these paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.engine import Engine
+from bot.model import ConversationState, Message, Person, Role
+from bot.service import Outcome, Service
+from bot.store import Store
+
+LA = ZoneInfo("America/Los_Angeles")
+START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # Friday 20 November 2026, in business hours
+_ids = itertools.count()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def service(sqlite_store: Store, bot: Engine) -> Service:
+    return Service(bot, sqlite_store)
+
+
+class Customer:
+    """One customer (in Los Angeles, as their Slack profile says) writing in one thread, a minute apart."""
+
+    def __init__(self, service: Service, *, timezone: str | None = "America/Los_Angeles") -> None:
+        self.service = service
+        self.person = Person(id="U0KIM", name="Kim Lee", organisation="T0CUSTOMER", timezone=timezone)
+        self.thread = f"1700000000.{next(_ids):06d}"
+        self.at = START
+        self.outcomes: list[Outcome] = []
+
+    async def says(self, text: str) -> Outcome:
+        self.at += timedelta(minutes=1)
+        outcome = await self.service.handle(Message(
+            platform="slack", workspace="T0VENDOR", channel="C0SHARED", thread=self.thread, author=self.person,
+            text=text, at=self.at, event_id=f"Ev{next(_ids)}"))
+        self.outcomes.append(outcome)
+        return outcome
+
+    def held(self) -> list[str]:
+        return [a.text for o in self.outcomes for a in o.actions if a.kind == "hold"]  # type: ignore[union-attr]
+
+
+def said(outcome: Outcome) -> str:
+    [text] = [a.text for a in outcome.actions if a.kind in ("reply", "ask_details")]  # type: ignore[union-attr]
+    return text
+
+
+async def bot_lines(store: Store, outcome: Outcome) -> list[str]:
+    assert outcome.conversation is not None
+    return [r["text"] for r in await store.transcript(outcome.conversation.id) if r["role"] == Role.bot.value]
+
+
+FIRST = 'The transcript of "Design Crit" yesterday at 2pm is cut off'
+READ_BACK = "Design Crit, Thu 19 Nov 2026, 14:00 PST: is that right?"
+GATHERED = {"meeting_name": "Design Crit", "date": "2026-11-19", "time": "14:00", "timezone": "America/Los_Angeles"}
+
+
+@pytest.mark.parametrize("correction, changed, read_back", [
+    ("no, it was Tuesday", {"date": "2026-11-17"}, "Design Crit, Tue 17 Nov 2026, 14:00 PST: is that right?"),
+    ("actually 3pm", {"time": "15:00"}, "Design Crit, Thu 19 Nov 2026, 15:00 PST: is that right?"),
+    ("sorry, the meeting was called Ops Sync", {"meeting_name": "Ops Sync"},
+     "Ops Sync, Thu 19 Nov 2026, 14:00 PST: is that right?"),
+    ("wrong date - the 14th", {"date": "2026-11-14"}, "Design Crit, Sat 14 Nov 2026, 14:00 PST: is that right?"),
+    ("no, that was Eastern time", {"timezone": "America/New_York"},
+     "Design Crit, Thu 19 Nov 2026, 14:00 EST: is that right?"),
+    ("no, it was the weekly design review", {"meeting_name": "weekly design review"},
+     "weekly design review, Thu 19 Nov 2026, 14:00 PST: is that right?"),
+    ("not quite, it started at quarter past two", {"time": "14:15"},
+     "Design Crit, Thu 19 Nov 2026, 14:15 PST: is that right?"),
+])
+async def test_a_correction_of_one_field_changes_only_that_field_and_reads_back_again(
+        service: Service, correction: str, changed: dict[str, str], read_back: str):
+    customer = Customer(service)
+    assert said(await customer.says(FIRST)) == READ_BACK
+    outcome = await customer.says(correction)
+    decision = outcome.decision
+    assert decision is not None and not decision.escalate and decision.awaiting == "confirm"
+    assert decision.details.model_dump() == GATHERED | changed
+    assert said(outcome) == read_back
+    confirmed = await customer.says("yes")
+    assert confirmed.decision is not None and confirmed.decision.escalate
+    assert "form.meeting.confirmed" in confirmed.decision.rules
+    assert confirmed.brief is not None and confirmed.brief.details == GATHERED | changed
+    assert customer.held() == []
+
+
+async def test_a_correction_while_details_are_still_missing_is_taken_without_repeating_the_question(
+        service: Service, sqlite_store: Store):
+    customer = Customer(service, timezone=None)
+    first = await customer.says("the notetaker never joined our call yesterday at 3pm")
+    assert first.decision is not None and first.decision.missing == ("meeting_name", "timezone")
+    second = await customer.says("actually it was 4pm, sorry")
+    assert second.decision is not None and second.decision.details.time == "16:00"
+    assert second.decision.details.date == "2026-11-19" and not second.decision.escalate
+    assert said(second) != said(first)  # the same question in the same words would be held as a repeat
+    third = await customer.says('it\'s called "Roadmap review", Pacific time')
+    assert said(third) == "Roadmap review, Thu 19 Nov 2026, 16:00 PST: is that right?"
+    assert customer.held() == []
+    lines = await bot_lines(sqlite_store, third)
+    assert len(lines) == len(set(lines)) == 3
+
+
+async def test_a_bare_no_asks_which_part_and_naming_the_part_asks_for_its_value(service: Service):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    which = await customer.says("no")
+    assert which.decision is not None and which.decision.awaiting == "correction"
+    assert said(which).startswith("Sorry about that. Which part should I correct")
+    part = await customer.says("the date")
+    assert part.decision is not None and part.decision.awaiting == "details"
+    assert part.decision.missing == ("date",) and "the date of the meeting" in said(part)
+    value = await customer.says("Monday")
+    assert said(value) == "Design Crit, Mon 16 Nov 2026, 14:00 PST: is that right?"
+    assert customer.held() == []
+
+
+async def test_an_answer_the_bot_cannot_read_is_asked_again_in_other_words_then_handed_off(
+        service: Service, sqlite_store: Store):
+    customer = Customer(service)
+    first = await customer.says("The recording of our Weekly Sync is missing")
+    assert first.decision is not None and first.decision.missing == ("date", "time")
+    question = said(first)
+
+    second = await customer.says("the one with the marketing folks")
+    decision = second.decision
+    assert decision is not None and not decision.escalate and decision.awaiting == "details"
+    again = said(second)
+    assert again != question and "like \"yesterday at 3pm\"" in again
+    assert "the date of the meeting and the time it started" in again
+
+    third = await customer.says("the usual slot, you know the one")
+    decision = third.decision
+    assert decision is not None and decision.escalate and decision.route == "support"
+    assert "form.meeting.unreadable" in decision.rules
+    assert said(third) not in (question, again) and "person from our team" in said(third)
+    brief = third.brief
+    assert brief is not None
+    assert brief.details["meeting_name"] == "Weekly Sync" and brief.details["timezone"] == "America/Los_Angeles"
+    assert brief.missing == ["date", "time"]
+    assert any("could not read" in w for w in brief.why_now)
+    assert "still missing: date, time" in brief.text()
+
+    assert customer.held() == [] and await sqlite_store.held_actions(third.conversation.id) == []  # type: ignore
+    conversation = await sqlite_store.get_conversation(third.conversation.id)  # type: ignore[union-attr]
+    assert conversation is not None and conversation.state is ConversationState.escalated
+    lines = await bot_lines(sqlite_store, third)
+    assert len(lines) == len(set(lines)) == 3
+
+
+async def test_progress_after_the_second_wording_starts_the_count_again(service: Service):
+    customer = Customer(service)
+    await customer.says("The recording of our Weekly Sync is missing")
+    await customer.says("hmm")
+    progress = await customer.says("it was on Wednesday")  # the date: progress, so the time is asked for plainly
+    assert progress.decision is not None and progress.decision.missing == ("time",)
+    assert not progress.decision.escalate and said(progress).startswith("So our team can look into this")
+    again = await customer.says("no clue what you mean")
+    assert again.decision is not None and not again.decision.escalate and "like \"at 3pm\"" in said(again)
+    last = await customer.says("around half past nine")
+    assert said(last) == "Weekly Sync, Wed 18 Nov 2026, 09:30 PST: is that right?"
+    assert customer.held() == []
+
+
+async def test_i_dont_know_hands_off_at_once_with_what_was_gathered(service: Service):
+    customer = Customer(service)
+    await customer.says("the notetaker missed the standup this morning")
+    outcome = await customer.says("no idea what time it started, sorry")
+    decision = outcome.decision
+    assert decision is not None and decision.escalate and "form.meeting.unknown" in decision.rules
+    assert outcome.brief is not None and outcome.brief.missing == ["time"]
+    assert outcome.brief.details["meeting_name"] == "standup" and outcome.brief.details["date"] == "2026-11-20"
+    assert customer.held() == []
+
+
+async def test_an_unreadable_answer_to_the_read_back_is_asked_once_more_then_handed_off(service: Service):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    check = await customer.says("hmm, maybe")
+    assert check.decision is not None and check.decision.awaiting == "confirm" and not check.decision.escalate
+    assert said(check) == "Just to check, is this right: Design Crit, Thu 19 Nov 2026, 14:00 PST? " \
+                          "A yes or a no is all I need."
+    end = await customer.says("hmm, maybe")
+    assert end.decision is not None and end.decision.escalate and "form.meeting.unconfirmed" in end.decision.rules
+    assert end.brief is not None and end.brief.details == GATHERED
+    assert any("did not confirm" in w for w in end.brief.why_now)
+    assert customer.held() == []
+
+
+async def test_an_unreadable_correction_is_asked_once_more_then_handed_off(service: Service):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    await customer.says("no")
+    again = await customer.says("no")
+    assert again.decision is not None and again.decision.awaiting == "correction" and not again.decision.escalate
+    assert said(again).startswith("Sorry, I didn't catch what to change")
+    assert '"Weekly Sync, yesterday at 3pm Pacific time"' in said(again)
+    end = await customer.says("no!!")
+    assert end.decision is not None and end.decision.escalate and "form.meeting.unreadable" in end.decision.rules
+    assert customer.held() == []
+
+
+@pytest.mark.parametrize("text, name", [
+    ("the recording of the weekly design review from yesterday at 10am is missing", "weekly design review"),
+    ("the notetaker never joined the standup yesterday at 9:30am", "standup"),
+    ("our design review yesterday at 11am has no summary", "design review"),
+    ("Customer Onboarding – Globex yesterday at 1pm: the transcript is cut off", "Customer Onboarding – Globex"),
+    ("no recording for Q4 planning - EMEA yesterday at 4pm", "Q4 planning - EMEA"),
+    ("the recording of the design review from yesterday at 2pm is missing", "design review"),
+    ("the summary of 'all hands prep' yesterday at noon is wrong", "all hands prep"),
+])
+async def test_lowercase_and_dashed_meeting_names_are_kept_as_said(service: Service, text: str, name: str):
+    outcome = await Customer(service).says(text)
+    decision = outcome.decision
+    assert decision is not None and decision.details.meeting_name == name
+    assert decision.missing == () and said(outcome).startswith(f"{name}, Thu 19 Nov 2026, ")
+
+
+@pytest.mark.parametrize("text, date, time", [
+    ("the standup recording from Nov 3 at 10:30am is missing", "2026-11-03", "10:30"),
+    ("the standup at noon yesterday wasn't recorded", "2026-11-19", "12:00"),
+    ("the standup yesterday midday has no notes", "2026-11-19", "12:00"),
+    ("the standup yesterday at 3 in the afternoon has no notes", "2026-11-19", "15:00"),
+    ("the standup on Tuesday at 2.30pm has no transcript", "2026-11-17", "14:30"),
+    ("the standup on Tuesday at 14h30 has no transcript", "2026-11-17", "14:30"),
+    ("the standup yesterday at half past two has no transcript", "2026-11-19", "14:30"),
+    ("the standup yesterday at quarter to ten has no transcript", "2026-11-19", "09:45"),
+    ("the standup yesterday at quarter past 9 has no transcript", "2026-11-19", "09:15"),
+    ("the standup yesterday 9ish has no transcript", "2026-11-19", "09:00"),
+    ("the standup yesterday around 4 has no transcript", "2026-11-19", "16:00"),
+    ("the standup yesterday at 10:30ish has no transcript", "2026-11-19", "10:30"),
+    ("the standup this morning at 9 has no transcript", "2026-11-20", "09:00"),
+    ("the standup yesterday around 3pm has no transcript", "2026-11-19", "15:00"),
+])
+async def test_time_phrasings_through_the_service(service: Service, text: str, date: str, time: str):
+    outcome = await Customer(service).says(text)
+    decision = outcome.decision
+    assert decision is not None and decision.missing == ()
+    assert (decision.details.date, decision.details.time) == (date, time)
+
+
+@pytest.mark.parametrize("text, time", [
+    ("the standup at noon has no recording", "12:00"),
+    ("the standup at 3 in the afternoon has no recording", "15:00"),
+    ("the standup at half past two has no recording", "14:30"),
+    ("the standup around 4 has no recording", "16:00"),
+])
+async def test_a_time_alone_never_shows_a_date_the_customer_did_not_give(service: Service, sqlite_store: Store,
+                                                                        text: str, time: str):
+    customer = Customer(service)
+    outcome = await customer.says(text)
+    decision = outcome.decision
+    assert decision is not None and decision.details.date is None and decision.details.time == time
+    assert decision.missing == ("date",) and "the date of the meeting" in said(outcome)
+    assert "Nov" not in said(outcome) and "2026" not in said(outcome)
+    dated = await customer.says("it was on Wednesday")
+    assert said(dated) == f"standup, Wed 18 Nov 2026, {time} PST: is that right?"
+
+
+async def test_naming_the_wrong_part_asks_for_just_that_part(service: Service):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    part = await customer.says("the time is wrong")
+    assert part.decision is not None and part.decision.missing == ("time",) and not part.decision.escalate
+    assert "the time it started" in said(part) and "the date" not in said(part)
+    fixed = await customer.says("it was 3 in the afternoon")
+    assert said(fixed) == "Design Crit, Thu 19 Nov 2026, 15:00 PST: is that right?"
+    assert customer.held() == []
+
+
+@pytest.mark.parametrize("text, time", [
+    ("the recording of the standup at noon is missing", "12:00"),
+    ("the recording of the standup at 2.30pm is missing", "14:30"),
+    ("the recording of the standup at 14h30 is missing", "14:30"),
+    ("the recording of the standup at quarter to ten is missing", "09:45"),
+])
+def test_the_engine_reads_a_time_alone_and_asks_for_the_date(bot: Engine, text: str, time: str):
+    decision = bot.triage(text, now=START, zone="America/Los_Angeles")
+    assert decision.intent == "meeting_issue" and not decision.escalate
+    details = decision.contract()["details"]
+    assert details == {"meeting_name": "standup", "date": None, "time": time, "timezone": "America/Los_Angeles"}
+    assert decision.missing == ("date",) and decision.reply is not None and "2026" not in decision.reply
