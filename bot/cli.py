@@ -74,9 +74,9 @@ def _engine(args: argparse.Namespace, settings: Settings, *, knowledge: bool = T
         raise UsageError(f"invalid help center: {exc}") from None
 
 
-def _language_model(args: argparse.Namespace, settings: Settings, store: Store | None = None) -> LanguageModel | None:
+def _language_model(settings: Settings, *, offline: bool, store: Store | None = None) -> LanguageModel | None:
     """The configured model, or ``None`` (no key, or ``--offline``). openai is imported only then."""
-    if getattr(args, "offline", False) or settings.openai_api_key is None:
+    if offline or settings.openai_api_key is None:
         return None
     from bot.llm import LanguageModel
 
@@ -102,10 +102,7 @@ class Assist:
     _lanes: asyncio.Semaphore | None = field(default=None, repr=False)
 
     async def opinion(self, engine: Engine, text: str, offline: Decision) -> Opinion | None:
-        knowledge = engine.knowledge
-        answerable = (knowledge is not None and engine.policy.intents[offline.intent].answers
-                      and (not offline.escalate or "knowledge.no_answer" in offline.rules))
-        passages = knowledge.passages_for(text) if answerable and knowledge is not None else []
+        passages = engine.passages_for_model(text, offline)
         if self._lanes is None:
             self._lanes = asyncio.Semaphore(self.concurrency)
         async with self._lanes:
@@ -205,7 +202,7 @@ def triage(args: argparse.Namespace) -> int:
     settings = _settings()
     engine = _engine(args, settings)
     moment = _Moment.of(args)
-    llm = _language_model(args, settings)
+    llm = _language_model(settings, offline=args.offline)
 
     def printed(row_id: Any, decision: Decision) -> str:
         return json.dumps({"id": row_id, **decision.contract()}, ensure_ascii=False) + "\n"
@@ -257,7 +254,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the command's name
                 errors += 1
             else:
                 rows.append(row)
-    llm = _language_model(args, settings)
+    llm = _language_model(settings, offline=args.offline)
     offline = [engine.triage(r.text) for r in rows]
     reports = {"offline": _score(engine.policy, rows, offline, args.misses)}
     assist = None
@@ -509,6 +506,11 @@ def replay(args: argparse.Namespace) -> int:
                                offline=getattr(args, "offline", False)))
 
 
+def _customer_id(number: int, convo: ReplayConversation) -> str:
+    """The replayed conversation's customer: its ``customer``, else one of its own."""
+    return convo.customer or f"customer-{number}"
+
+
 async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: Settings | None = None,
                   offline: bool = True) -> int:
     import tempfile
@@ -521,15 +523,15 @@ async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: S
     with tempfile.TemporaryDirectory(prefix="baton-replay-") as folder:
         store = Store(f"sqlite+aiosqlite:///{folder}/replay.db")
         await store.migrate()
-        llm = None
-        if settings is not None and not offline:
-            llm = _language_model(argparse.Namespace(offline=False), settings, store)
+        llm = _language_model(settings, offline=offline, store=store) if settings is not None else None
         service = Service(engine, store, llm=llm, first_reply=settings.first_reply if settings else 10.0)
-        # Conversations are independent: with a model, a few run at once (their turns in order).
+        # With a model, a few conversations run at once (their turns in order); one customer's
+        # conversations run one after another in the file's order, so repeat contacts do not depend on timing.
         lanes = asyncio.Semaphore(CONCURRENCY if llm is not None else 1)
+        customers: dict[str, asyncio.Lock] = {}
 
         async def one(number: int, convo: ReplayConversation) -> list[dict[str, Any]]:
-            async with lanes:
+            async with customers.setdefault(_customer_id(number, convo), asyncio.Lock()), lanes:
                 return await _replay_conversation(service, number, convo)
 
         tasks = [asyncio.create_task(one(number, convo)) if convo is not None else None
@@ -562,7 +564,7 @@ async def _replay_conversation(service: Service, number: int, convo: ReplayConve
     """Each turn through the service as live; per customer turn, the ``triage`` contract's fields."""
     from bot.model import Message, Person, Role
 
-    customer = Person(id=convo.customer or f"customer-{number}", role=Role.customer, timezone=convo.tz)
+    customer = Person(id=_customer_id(number, convo), role=Role.customer, timezone=convo.tz)
     agent = Person(id="agent", role=Role.staff)
     start = datetime.now(UTC)
     turns: list[dict[str, Any]] = []

@@ -13,7 +13,17 @@ a year or a direction word means its most recent past occurrence: a time alone i
 passed, else yesterday's ("at 4pm" said at 10am is yesterday's); a weekday is the last one (today's if
 its time has passed); "Dec 3" said in November is last December's, "Nov 3" said on 3 November today's.
 A date is only ever filled in when the customer named a day: a time alone fills the time and leaves
-the date to be asked for, so the read-back never shows a date the customer did not give.
+the date to be asked for, so the read-back never shows a date the customer did not give. Nor does a
+period that names no day: "a few weeks ago", "2 weeks ago", "last month", "last week", "recently", "a
+while back", "earlier this year", "mid-October" fill no date, and a bare weekday said with one is not
+taken to be the most recent one. A count of days is a day ("2 days ago", "a couple of days ago"); "a
+few days ago" is not, and "a few hours ago" is today at no hour said. "Tuesday last week" is a day.
+
+Weekday abbreviations are read lowercase too ("tues", "thurs", "fri"); those that are also words
+("sat", "sun", "wed", "mon") only after a direction word, before a time, or as the whole answer ("on
+sat", "wed 4pm", "sun"). "Every Tuesday" and "on Fridays" are no one day. Day words are read in their
+possessive with or without the apostrophe ("yesterdays standup", "this mornings call", "fridays
+kickoff").
 """
 
 from __future__ import annotations
@@ -424,7 +434,7 @@ _CANDIDATE = re.compile(
     r"(?:\b(?:today|yesterday|tomorrow|tonight|this|last|next|on|at|in|from|since|by)\s+)?"
     r"(?:\d{1,2}[/.-]\d{1,2}(?:[/.-]\d{2,4})?|\d{4}-\d{1,2}-\d{1,2}|" + _MONTH + r"\.?\s+\d{1,2}(?:st|nd|rd|th)?"
     r"(?:,?\s+\d{4})?|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r"(?:\s+\d{4})?|" + _WEEKDAY +
-    r"|today|yesterday|tonight|(?:this|yesterday|tomorrow)\s+(?:morning|afternoon|evening)|"
+    r"\b|today|yesterday|tonight|(?:this|yesterday|tomorrow)\s+(?:morning|afternoon|evening)|"
     r"\d+\s+(?:days?|weeks?|hours?)\s+ago|last\s+week|"
     r"\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}:\d{2}|at\s+\d{1,2}(?::\d{2})?|noon|midnight)"
     r"(?:\s*(?:at|@|,)?\s*(?:\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)?|noon|midnight|(?:this|in the)\s+"
@@ -614,21 +624,67 @@ _PARTS: dict[str, tuple[int, str]] = {
     "after lunch": (13, "pm"), "afternoon": (12, "pm"), "evening": (18, "pm"), "tonight": (18, "pm"),
     "late tonight": (21, "pm"), "late night": (21, "late"), "last night": (18, "night"), "night": (18, "night"),
 }
+_POSSESSIVE = r"(?:['’]?s)?"
+"""A day word's possessive, with or without the apostrophe ("yesterday's", "yesterdays", "this mornings")."""
 _PART_OF_DAY = re.compile(r"\b(early\s+morning|after\s+lunch|late\s+tonight|late\s+(?:at\s+)?night|last\s+night|"
-                          r"lunchtime|lunch|morning|afternoon|evening|tonight|night)(?:\s*-?ish)?\b", re.I)
+                          r"lunchtime|lunch|morning|afternoon|evening|tonight|night)" + _POSSESSIVE
+                          + r"(?:\s*-?ish)?\b", re.I)
 _REL_DAY = re.compile(r"\b(?:the\s+)?(day\s+before\s+yesterday|yesterday|today|tonight|tomorrow|last\s+night|"
-                      r"this\s+(?:morning|afternoon|evening))\b", re.I)
+                      r"this\s+(?:morning|afternoon|evening))" + _POSSESSIVE + r"\b", re.I)
 _REL_OFFSET = {"day before yesterday": -2, "yesterday": -1, "last night": -1, "tomorrow": 1}
 _COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "a couple": 2, "couple of": 2, "a few": 3,
-                "few": 3}
+                "few": 3, "several": 4, "some": 3, "many": 5}
+#: Counts that say "more than one" without saying how many: "a few hours ago" names no hour.
+_VAGUE_COUNTS = frozenset({"a few", "few", "several", "some", "many"})
 _AGO = re.compile(r"\b(\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|a\s+couple(?:\s+of)?|"
-                  r"couple\s+of|a\s+few|few)\s+(days?|weeks?|hours?|hrs?|minutes?|mins?)\s+ago\b", re.I)
+                  r"couple\s+of|a\s+few|few|several|some|many)\s+(days?|weeks?|hours?|hrs?|minutes?|mins?)\s+ago\b",
+                  re.I)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_WEEKDAY_DAY = re.compile(r"\b(?:(?P<dir>last|this\s+past|this|past|previous|next|on)\s+)?"
-                          r"(?P<wd>mon(?:day)?|tue(?:s(?:day)?)?|wed(?:nesday)?|thu(?:r(?:s(?:day)?)?)?|fri(?:day)?|"
-                          r"sat(?:urday)?|sun(?:day)?)\b\.?(?!\s+(?:next|of|after|before|this|last)\b|-)",
-                          re.I)
+_WEEKDAY_WORD = r"(?:mon(?:day)?|tue(?:s(?:day)?)?|wed(?:nesday|s)?|thu(?:r(?:s(?:day)?)?)?|fri(?:day)?|" \
+                r"sat(?:urday)?|sun(?:day)?)"
+_DIRECTIONS = r"(?:last|this\s+past|this|past|previous|next)"
+_WEEKDAY_DAY = re.compile(r"\b(?:(?P<dir>" + _DIRECTIONS + r"|on)\s+)?(?P<wd>" + _WEEKDAY_WORD + r")(?P<s>s)?\b\.?"
+                          r"(?!\s+(?:next|of|after|before|this|last)\b|-)", re.I)
+#: A weekday of a named week: "Tuesday last week", "Wed of this week", "last week on Thursday".
+_WEEKDAY_OF_WEEK = re.compile(
+    r"\b(?:(?P<wd>" + _WEEKDAY_WORD + r")\.?,?\s+(?:of\s+|in\s+)?(?:the\s+)?(?P<dir>" + _DIRECTIONS + r")\s+week"
+    r"|(?P<dir2>" + _DIRECTIONS + r")\s+week(?:['’]?s)?[\s,]+(?:on\s+)?(?:the\s+)?(?P<wd2>" + _WEEKDAY_WORD + r"))\b",
+    re.I)
+#: Weekday abbreviations that are also words ("c'mon", "we sat", "the sun", "wed"): in a message, read
+#: lowercase only with a direction before them, a time after them, or as the whole answer.
+#: A meeting within a few words: what makes "fridays" (no apostrophe) a possessive ("fridays team sync").
+_NAMED_NEXT = re.compile(r"\s+(?:[\w&+-]+\s+){0,2}?(?:meeting|mtg|call|sync|standup|stand-up|review|demo|kickoff|"
+                         r"kick-off|retro|1:1|all[\s-]hands|town\s*hall|session|planning|interview|webinar|huddle|"
+                         r"catch-up|check-in|onboarding|training|workshop|briefing|debrief|scrum)\b", re.I)
+_WORDLIKE_DAYS = frozenset({"mon", "wed", "sat", "sun"})
+_GENERIC_BEFORE = re.compile(r"\b(?:a|every|each|most|some|any|other|alternate)\s+$", re.I)
+_SUBJECT_BEFORE = re.compile(r"\b(?:i|we|they|he|she|you|who|it|everyone|the|and|just|never|also|still|had|has|"
+                             r"have)\s+$", re.I)
+_TIME_AFTER = re.compile(r"\.?,?\s*(?:(?:at|@|around|about|from)\s*)?(?:\d{1,2}(?::[0-5]\d)?(?:\s*" + _AMPM + r"|\b)"
+                         r"|(?:noon|midday|morning|afternoon|evening|night|lunch)\b)", re.I)
+_ALONE_BEFORE = re.compile(r"(?:^|[.!?\n])\W*(?:(?:it\s+was|it\s+is|it['’]s|was|maybe|probably|i\s+think)\s+)?$", re.I)
+_ALONE_AFTER = re.compile(r"\W*(?:(?:i\s+think|maybe|probably|i\s+believe)\W*)?$", re.I)
+
+#: Periods that name no day. In a message they fill no date ("a few weeks ago", "last month", "recently",
+#: "earlier this year", "2 weeks ago": the bot asks which day), and a weekday said with one ("a Tuesday, a
+#: few weeks back") is not taken to be the most recent one. A count of days is a day ("2 days ago", "a
+#: couple of days ago"); an unsaid count of them is not ("a few days ago").
+_VAGUE_COUNT = r"(?:\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|a\s+couple(?:\s+of)?|" \
+               r"couple(?:\s+of)?|(?:a\s+)?few|several|some|many|a\s+number\s+of)"
+_VAGUE = re.compile(
+    r"\b(?:"
+    r"(?:" + _VAGUE_COUNT + r"\s+)?(?:weeks?|months?|years?)\s+(?:ago|back|before|earlier)(?!\s+today\b)"
+    r"|(?:(?:a\s+)?few|several|some|many|a\s+number\s+of)\s+days\s+(?:ago|back|before|earlier)"
+    r"|(?:(?:sometime|some\s+time|at\s+some\s+point|earlier|during|over|in)\s+)?(?:the\s+)?"
+    r"(?:last|this|past|previous|prior)\s+(?:" + _VAGUE_COUNT + r"\s+)?(?:weeks?|months?|years?|quarter|weekend|days)"
+    r"|(?:sometime\s+)?earlier\s+(?:this|in\s+the|last)\s+(?:week|month|year|quarter)"
+    r"|(?:over|at|during)\s+the\s+weekend"
+    r"|(?:a\s+(?:little\s+)?while|a\s+bit|some\s*time|not\s+(?:so\s+|that\s+)?long)\s+(?:ago|back)"
+    r"|recently|lately|the\s+other\s+day|the\s+week\s+before(?:\s+last)?"
+    r"|(?:early|mid|late|(?:the\s+)?(?:start|beginning|middle|end)\s+of)[\s-]+(?:(?:the|this|last|next)\s+"
+    r"(?:week|month|year)|" + _MONTH + r"\b(?!\.?\s+\d))"
+    r")\b", re.I)
 _ORDINAL_WORDS = {w: i for i, w in enumerate(
     "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
     "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split()) if i}
@@ -683,6 +739,8 @@ class _Day(_Mention):
     weekday: int | None = None
     at: datetime | None = None
     """For "2 hours ago": the moment itself."""
+    directed: bool = True
+    """False for a weekday said without "last", "this" or "next" (or a week): its most recent one is a guess."""
 
 
 def _month_number(name: str) -> int:
@@ -758,6 +816,12 @@ def _days(text: str, now: datetime, *, strict: bool, american: bool) -> list[_Da
         count_word = re.sub(r"\s+", " ", m.group(1).lower())
         count = _COUNT_WORDS[count_word] if count_word in _COUNT_WORDS else int(count_word)
         unit = m.group(2).lower()
+        if count_word in _VAGUE_COUNTS:
+            # "a few hours ago" names no hour, and a day only when every reading of it falls on today
+            window = timedelta(hours=6 if unit.startswith("h") else 1)
+            if unit.startswith(("h", "m")) and (now - window).date() == today:
+                found.append(_Day(m.start(), m.end(), today, "relative"))
+            continue
         if unit.startswith(("h", "m")):
             delta = timedelta(hours=count) if unit.startswith("h") else timedelta(minutes=count)
             moment = now - delta
@@ -765,12 +829,20 @@ def _days(text: str, now: datetime, *, strict: bool, american: bool) -> list[_Da
         else:
             days = count * (7 if unit.startswith("w") else 1)
             found.append(_Day(m.start(), m.end(), today - timedelta(days=days), "ago"))
+    monday = today - timedelta(days=today.weekday())
+    for m in _WEEKDAY_OF_WEEK.finditer(text):
+        token, direction = (m.group("wd"), m.group("dir")) if m.group("wd") else (m.group("wd2"), m.group("dir2"))
+        wanted = [w[:3] for w in _WEEKDAYS].index(token[:3].lower())
+        shift = 0 if direction.lower() == "this" else 1 if direction.lower() == "next" else -1
+        found.append(_Day(m.start(), m.end(), monday + timedelta(weeks=shift, days=wanted), "weekday", weekday=wanted))
     for m in _WEEKDAY_DAY.finditer(text):
         token = m.group("wd")
-        if strict and len(token) <= 4 and not token[0].isupper():
-            continue  # "sat", "wed", "sun" are words too: only "Sat", "Wed" count in a message
-        wanted = [w[:3] for w in _WEEKDAYS].index(token[:3].lower())
         direction = re.sub(r"\s+", " ", (m.group("dir") or "").lower())
+        if m.group("s") and not (strict and not direction and _NAMED_NEXT.match(text, m.end())):
+            continue  # "on Fridays" is every Friday; "fridays kickoff" is one, as "Friday's kickoff" is
+        if strict and not _weekday_said(text, m, token, direction):
+            continue
+        wanted = [w[:3] for w in _WEEKDAYS].index(token[:3].lower())
         back = (today.weekday() - wanted) % 7
         if direction == "next":
             day = today + timedelta(days=(wanted - today.weekday()) % 7 or 7)
@@ -780,7 +852,7 @@ def _days(text: str, now: datetime, *, strict: bool, american: bool) -> list[_Da
             day = today - timedelta(days=back or 7)
         else:
             day = today - timedelta(days=back)
-        found.append(_Day(m.start(), m.end(), day, "weekday", weekday=wanted))
+        found.append(_Day(m.start(), m.end(), day, "weekday", weekday=wanted, directed=direction not in ("", "on")))
     for pattern in (_MONTH_DAY, _DAY_MONTH):
         for m in pattern.finditer(text):
             if strict and m.group("mon").lower() in ("may", "march") and not m.group("mon")[0].isupper():
@@ -847,6 +919,25 @@ def _days(text: str, now: datetime, *, strict: bool, american: bool) -> list[_Da
 _JOINER = re.compile(r"[\s,]*(?:the\s+)?")
 
 
+def _weekday_said(text: str, m: re.Match[str], token: str, direction: str) -> bool:
+    """Whether a weekday in a message names a day: not one of many ("every Tuesday", "on a Friday"), and
+    an abbreviation that is also a word ("sat", "wed", "sun", "mon") only when written as a day: capitalised,
+    after a direction word, before a time, or as the whole answer."""
+    before = text[max(0, m.start() - 16):m.start()]
+    if not direction and _GENERIC_BEFORE.search(before):
+        return False
+    short = token.lower().rstrip(".")
+    if short not in _WORDLIKE_DAYS or token[0].isupper() or direction:
+        return True
+    if _SUBJECT_BEFORE.search(before):
+        return False
+    after = text[m.end():]
+    if (clock := _TIME_AFTER.match(after)) and not (clock.group(0)[-1].isdigit()
+                                                    and _NOT_CLOCK_AFTER.match(after, clock.end())):
+        return True
+    return bool(_ALONE_BEFORE.search(text[:m.start()]) and _ALONE_AFTER.match(after))
+
+
 def _next_before(text: str, start: int) -> bool:
     """"next March 3": the next occurrence, not the last one."""
     return bool(re.search(r"\bnext\s+$", text[max(0, start - 8):start], re.I))
@@ -897,14 +988,23 @@ def _read(text: str, now: datetime, *, strict: bool) -> _Reading:
     zone_key = str(getattr(tz, "key", ""))
     american = zone_key.startswith(("America/", "US/", "Pacific/Honolulu")) or not zone_key.count("/")
     days = _days(text, now, strict=strict, american=american)
-    clocks = [c for c in _clocks(text, strict=strict) if not any(d.start <= c.start < d.end for d in days)]
+    vague: list[tuple[int, int]] = []
+    if strict:  # a period that names no day fills no date, nor makes a bare weekday the most recent one
+        vague = [m.span() for m in _VAGUE.finditer(text)]
+        vague = [(s, e) for s, e in vague if not any(d.start <= s and e <= d.end and d.end - d.start > e - s
+                                                     for d in days)]  # "Tuesday last week" is a day
+        days = [d for d in days if not any(s <= d.start and d.end <= e for s, e in vague)]
+        if vague:
+            days = [d for d in days if d.directed]
+    clocks = [c for c in _clocks(text, strict=strict)
+              if not any(s <= c.start < e for s, e in [(d.start, d.end) for d in days] + vague)]
     parts = list(_PART_OF_DAY.finditer(text))
     if strict and len(days) > 1:  # a report is about the past: "it's Tuesday's recording, fix it by tomorrow"
         days = [d for d in days if d.day <= now.date()] or days
     day = _first_said(days, text)
     clock = _first_said(clocks, text)
     part = re.sub(r"\s+(?:at\s+)?", " ", parts[0].group(1).lower()) if parts else None
-    spans = [(m.start, m.end) for m in (*days, *clocks)] + [p.span() for p in parts]
+    spans = [(m.start, m.end) for m in (*days, *clocks)] + [p.span() for p in parts] + vague
     leftover = text
     for start, end in spans:
         leftover = leftover[:start] + " " * (end - start) + leftover[end:]
@@ -994,6 +1094,29 @@ def find_when(text: str, now: datetime) -> When | None:
     return when
 
 
+_ASKED_HOUR = re.compile(r"(?:^|[,;.!?]\s*|\b(?:it\s+was|it\s+is|it['’]s|was|started|began|starts|at|around|about|"
+                         r"maybe|probably|like|say|by)\s+)~?\s*(\d{1,2})(?::([0-5]\d))?(?:\s*-?ish)?[\s.!]*$", re.I)
+
+
+def _with_asked_hour(text: str, when: When | None, now: datetime) -> When | None:
+    """A bare hour that ends the answer to "what time did it start?" ("it was 11", "10ish"), read in
+    working hours as a clock time elsewhere is ("at 3" is 15:00); with the day ``when`` gave, if any."""
+    m = _ASKED_HOUR.search(spoken(text))
+    if m is None or int(m.group(1)) > 23:
+        return when
+    hour = int(m.group(1))
+    clock = _Clock(m.start(1), m.end(), hour, int(m.group(2) or 0), None, "minute" if m.group(2) else "hour", None,
+                   m.group(1).startswith("0") or hour > 12 or hour == 0)
+    at = time(_clock_hour(clock, None) % 24, clock.minute)
+    if when is not None and when.has_date:
+        return When(datetime.combine(when.value.date(), at, tzinfo=when.value.tzinfo), clock.grain, True, True,
+                    when.text)
+    value = datetime.combine(now.date(), at, tzinfo=now.tzinfo)
+    if value > now:
+        value -= timedelta(days=1)
+    return When(value, clock.grain, False, True, text)
+
+
 # ---- names ----
 
 _QUOTED = re.compile(r"[\"“”«]([^\"“”«»\n]{2,80})[\"“”»]|(?<![\w])['‘]([^'‘’\n]{2,80})['’](?![\w])")
@@ -1003,12 +1126,14 @@ _CAPITALISED = re.compile(r"\b([A-Z][\w&'’+-]*|[0-9][\w&]*)"
 MEETING_NOUNS = ("meeting", "call", "sync", "standup", "stand-up", "review", "demo", "interview", "webinar", "1:1",
                  "one-on-one", "kickoff", "kick-off", "retro", "retrospective", "session", "planning", "huddle",
                  "catch-up", "check-in", "onboarding", "training", "workshop", "all-hands", "town hall",
-                 "office hours", "briefing", "debrief", "offsite", "scrum", "1-on-1")
+                 "office hours", "briefing", "debrief", "offsite", "scrum", "1-on-1", "mtg", "all hands", "allhands",
+                 "one on one", "1 on 1", "townhall", "qbr", "sync-up")
 #: Meeting nouns that name a meeting alone ("the standup"); the others need a word before them
 #: ("the design review", not "the review").
 _STANDALONE_NOUNS = frozenset({"sync", "standup", "stand-up", "1:1", "one-on-one", "kickoff", "kick-off", "retro",
                                "retrospective", "huddle", "catch-up", "check-in", "onboarding", "all-hands",
-                               "town hall", "office hours", "debrief", "offsite", "scrum", "1-on-1", "planning"})
+                               "town hall", "office hours", "debrief", "offsite", "scrum", "1-on-1", "planning",
+                               "all hands", "allhands", "one on one", "1 on 1", "townhall", "qbr", "sync-up"})
 _NOUN = re.compile(r"(?<![\w-])(" + "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in
                                             sorted(set(MEETING_NOUNS), key=len, reverse=True)) + r")(?![\w-])", re.I)
 _NAME_WORD = re.compile(r"[A-Za-z0-9][\w&+'’:#/-]*")
@@ -1023,6 +1148,7 @@ i we you they he she it me us them him who which what when where why how there h
 recording recordings recorded transcript transcripts summary summaries notes note notetaker bot video audio
 link file files clip clips
 yesterday today tomorrow tonight morning afternoon evening night week weekend month year
+yesterdays todays tomorrows tonights mornings afternoons evenings nights weeks weekends months years
 last next previous same other whole entire full recent latest earlier later first second third final usual
 regular normal scheduled important big small long short quick entire new old whole
 zoom teams google meet webex slack gotomeeting online virtual
@@ -1032,8 +1158,20 @@ cancel reschedule miss skip edit delete remove restore recover retrieve missing 
 please thanks hi hello hey sorry actually yes yeah ok okay
 """.split())
 _BOUNDARY_PUNCTUATION = re.compile(r"[,.;:!?()\"“”«»\[\]]")
-_SUFFIX = re.compile(r"\s*([-–—])\s*((?:[A-Z0-9][\w&'’+.]*)(?:\s+[A-Z0-9][\w&'’+.]*){0,3})"
-                     r"|\s+(with)\s+((?:[A-Z][\w&'’+.-]*)(?:\s+[A-Z][\w&'’+.-]*){0,2})")
+_WITH = re.compile(r"\s+with\s+(?:[A-Z][\w&'’+.-]*)(?:\s+[A-Z][\w&'’+.-]*){0,2}")
+_DASH = re.compile(r"\s*[-–—]\s*")
+_SUFFIX_WORD = re.compile(r"[A-Za-z0-9][\w&'’+.]*(?<!\.)")
+#: Lowercase words after a dash that start a remark, not the rest of a name ("standup - urgent").
+_SUFFIX_STOP = frozenset("""
+urgent asap again help issue issues problem problems question quick fyi btw nothing none everything something
+anything wrong failed fails failing cut half only didnt doesnt dont isnt wasnt werent cant wont arent hasnt havent
+im ive thats theres whats bot notetaker nobody everyone someone anyone pls plz thx
+""".split())
+#: What may follow a lowercase name after a dash: the end of a clause, a day or a time, or what happened to it
+#: ("customer onboarding - globex friday 11am", "sales sync - initech recording is missing").
+_AFTER_NAME = re.compile(r"\s*(?:$|[,.;:!?()\n]|\d|(?:on|at|from|in|last|this|yesterday|today|tonight|tomorrow|around|"
+                         r"about|is|was|has|had|have|got|never|did|didn.?t|wasn.?t|isn.?t|doesn.?t|hasn.?t|recordings?|"
+                         r"transcripts?|summary|notes|video|audio|" + _MONTH + r"|" + _WEEKDAY + r")\b)", re.I)
 _NOT_NAMES = {
     "i", "i'm", "i've", "hi", "hello", "hey", "thanks", "please", "the", "our", "my", "this", "that", "we", "it",
     "zoom", "google", "meet", "microsoft", "teams", "slack", "outlook", "calendar", "baton", "ok", "okay", "yes", "no",
@@ -1100,12 +1238,39 @@ def _noun_phrase(text: str) -> str | None:
         head = re.sub(r"\s+", " ", noun.group(1).lower())
         if modifiers == 0 and head not in _STANDALONE_NOUNS:
             continue
-        if suffix := _SUFFIX.match(text, end):
-            end = suffix.end()
+        end = _suffix_end(text, end)
         name = text[start:end].strip()
         if name and not _not_part_of_name(name):
             return name
     return None
+
+
+def _suffix_end(text: str, end: int) -> int:
+    """Where a name built on a meeting noun ends, with what follows it: "with Priya", or a dash and up to four
+    more words ("- ACME", "- globex"). Capitalised words are taken as they come; lowercase ones (at most two)
+    only when what follows them ends the name (a clause end, a day, a time, "recording is missing")."""
+    if with_ := _WITH.match(text, end):
+        return with_.end()
+    dash = _DASH.match(text, end)
+    if dash is None or dash.end() == end or not text[end:dash.end()].strip():
+        return end
+    words: list[re.Match[str]] = []
+    position = dash.end()
+    for word in _SUFFIX_WORD.finditer(text, position):
+        token = word.group(0)
+        lower = token.lower().rstrip("'’")
+        if text[position:word.start()].strip() or len(words) == 4 or _not_part_of_name(token) \
+                or (not token[0].isupper() and not token[0].isdigit()
+                    and (lower in _NAME_STOP or lower in _SUFFIX_STOP or lower.endswith(("n't", "n’t"))
+                         or sum(not w.group(0)[0].isupper() for w in words) == 2)):
+            break
+        words.append(word)
+        position = word.end()
+    for taken in range(len(words), 0, -1):
+        if all(w.group(0)[0].isupper() or w.group(0)[0].isdigit() for w in words[:taken]) \
+                or _AFTER_NAME.match(text, words[taken - 1].end()):
+            return words[taken - 1].end()
+    return end
 
 
 def find_meeting_name(text: str) -> str | None:
@@ -1162,7 +1327,8 @@ class DetailExtractor:
         gave: a name read only loosely (a lowercase phrase) does not replace one of those unless asked.
 
         A date is filled only when the customer named a day ("yesterday", "Tuesday", "Nov 3", "this
-        morning"), never from a time alone or from a vaguer period ("last week")."""
+        morning"), never from a time alone or from a vaguer period ("last week", "a few weeks ago"). When
+        ``asked`` includes the time, a bare hour ending the answer is the time ("it was 11")."""
         text = plain(text)
         kinds = {f: self.policy.field(f).kind for f in fields}
         values: dict[str, str] = {}
@@ -1174,6 +1340,8 @@ class DetailExtractor:
         if {"date", "time"} & set(kinds.values()):
             local_now = now.astimezone(ZoneInfo(zone_name)) if zone_name else now
             when = find_when(text, local_now)
+            if (when is None or not when.has_time) and "time" in {kinds.get(f) for f in asked}:
+                when = _with_asked_hour(text, when, local_now)
             if when is not None and mentioned is not None:
                 when = When(when.value.astimezone(ZoneInfo(mentioned.name)), when.grain, when.has_date,
                             when.has_time, when.text)
@@ -1242,6 +1410,9 @@ _ANSWER_LEAD = re.compile(r"^(?:it.?s|it\s+is|it\s+was|the\s+meeting\s+(?:is|was
                           re.I)
 
 
+_DETERMINER = re.compile(r"^(?:the|our|my|their|your|this|that)\s+(?=\S)", re.I)
+
+
 _UNSURE = re.compile(r"\b(?:don.?t know|not sure|no idea|can.?t remember|don.?t remember|forgot)\b", re.I)
 
 
@@ -1258,6 +1429,7 @@ def _bare_answer(text: str, *, only: bool) -> str | None:
     """A short reply to "what was the meeting called?" taken as the name itself. When the question
     asked for several things, only an answer that looks like a name (capitalised, or several words)."""
     answer = _ANSWER_LEAD.sub("", text.strip()).strip(" .!\"'“”")
+    answer = _DETERMINER.sub("", answer)  # "the board thing" names "board thing"
     if _UNSURE.search(answer) or answer.lower() in _FILLER:
         return None
     if not only and not (re.search(r"[A-Z]", answer) or len(answer.split()) >= 2):

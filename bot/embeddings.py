@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -239,7 +240,27 @@ class Embedder:
 
 _loaded: dict[Path | None, Embedder | None] = {}
 _warned: set[str] = set()
+_words: dict[str, frozenset[str] | None] = {}
 _guard = threading.Lock()
+
+
+def vocabulary() -> frozenset[str] | None:
+    """The whole words of the model's WordPiece vocabulary, lower case: about 22,000 common English words
+    and well-known names, the words of the books and encyclopedia it was made from. A word outside it
+    (an acronym such as "hipaa", a product name, a code) is a rare, specific term. ``None`` when the
+    tokenizer file is not installed or fails its checksum."""
+    with _guard:
+        if TOKENIZER_SHA256 in _words:
+            return _words[TOKENIZER_SHA256]
+        try:
+            path = _package_file(TOKENIZER_MODULE, TOKENIZER_FILE, TOKENIZER_PACKAGE)
+            _verify(path, TOKENIZER_SHA256, TOKENIZER_PACKAGE)
+            pieces = json.loads(path.read_text("utf-8"))["model"]["vocab"]
+            words: frozenset[str] | None = frozenset(w for w in pieces if w.isalpha() and w.islower())
+        except (ModelUnavailable, OSError, ValueError, KeyError, TypeError):
+            words = None  # load_embedder says why, once
+        _words[TOKENIZER_SHA256] = words
+        return words
 
 
 def _build(cache: Path | None) -> Embedder:
@@ -301,3 +322,4 @@ def forget() -> None:
     with _guard:
         _loaded.clear()
         _warned.clear()
+        _words.clear()

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from bot import smalltalk
 from bot.details import DetailExtractor, unsure
 from bot.guard import Guard
-from bot.knowledge import Grounded, KnowledgeBase
+from bot.knowledge import Article, Grounded, KnowledgeBase
 from bot.language import Detected, LanguageDetector, name_of
 from bot.model import (
     Action,
@@ -36,14 +36,24 @@ from bot.model import (
     Signal,
     Tier,
 )
-from bot.policy import WEEKDAYS, Policy
+from bot.policy import Policy
 from bot.text import plain
 from bot.triage import classify, detect
 
-_YES = re.compile(r"^\W*(?:(?:yes|yeah|yep|yup|y|ok|okay|correct|right|exactly|sure|confirmed?|"
-                  r"that.?s (?:right|correct|it)|looks (?:good|right)|all good|perfect|affirmative)\b|👍|✅)", re.I)
-_NO = re.compile(r"^\W*(?:sorry\W+)?(?:no|nope|nah|not (?:quite|really|right|correct)|wrong|incorrect|actually|"
-                 r"that.?s (?:not|wrong)|it.?s not|it isn.?t|it wasn.?t)\b", re.I)
+#: A yes to the read-back, in words, emoji or Slack's text form of them (":+1:", ":white_check_mark:").
+_YES = re.compile(r"^\W*(?:(?:yes+|ye[ahs]+|yea+h?|ya+|yep+|yup+|y|ok(?:ay)?|k|correct|right|exactly|sure|"
+                  r"confirm(?:ed)?|that.?s (?:right|correct|it|the one)|that is (?:right|correct|it)|"
+                  r"looks (?:good|right|correct)|sounds (?:good|right)|all (?:good|correct)|spot on|perfect|"
+                  r"affirmative|bingo|precisely|absolutely)\b|👍|✅|👌|✔|☑|"
+                  r":(?:\+1|thumbsup|thumbs_up|white_check_mark|heavy_check_mark|ballot_box_with_check|ok_hand|ok|100):)",
+                  re.I)
+#: A yes that goes on to say something is off ("yes but the date is wrong") is not a confirmation.
+_YES_BUT = re.compile(r"\b(?:but|except|although|though|however|apart\s+from|other\s+than|wrong|incorrect|"
+                      r"not\s+(?:right|correct))\b", re.I)
+_NO = re.compile(r"^\W*(?:sorry\W+)?(?:(?:no+|nope|nah|nay|negative|not (?:quite|really|right|correct|exactly|it)|"
+                 r"wrong|incorrect|actually|that.?s (?:not|wrong|incorrect)|that is (?:not|wrong)|it.?s not|it isn.?t|"
+                 r"it wasn.?t)\b|👎|❌|✖|:(?:-1|thumbsdown|thumbs_down|x|heavy_multiplication_x|no_entry_sign):)",
+                 re.I)
 #: Words that name a field without giving its value ("the date", "the time is wrong"), by field kind.
 _FIELD_WORDS = {"timezone": re.compile(r"\btime\s*zone\b|\bzone\b", re.I),
                 "date": re.compile(r"\b(?:date|day)\b", re.I), "time": re.compile(r"\b(?:time|hour)\b", re.I),
@@ -254,6 +264,11 @@ class Engine:
             else:
                 reply = _pick(policy.notices.unclear, previous)
                 rules.append("clarify.other")
+        if citations and _normal(reply) == _normal(previous):
+            # Asked again, and the help center would say the same thing again: that answer did not help.
+            # Say so and bring in a person (never the same answer twice: the pre-send guard would hold it).
+            escalate = True
+            rules.append("knowledge.asked_again")
         if not escalate and fields and not missing:
             form = policy.form_of(intent_name)
             assert form is not None
@@ -397,11 +412,14 @@ class Engine:
             return decision
         awaiting = conversation.awaiting
         zone = message.author.timezone or conversation.customer.timezone
-        if awaiting in ("confirm", "correction") and decision.details == conversation.details \
-                and not _YES.search(message.text):
-            # A correction may name the meeting loosely ("no, it was the design review"): read the answer
-            # again with every field open to change.
-            found = self.extractor.extract(message.text, fields, now=message.at,
+        text = message.text
+        yes = bool(_YES.search(text)) and not _YES_BUT.search(text)
+        if awaiting in ("confirm", "correction") and decision.details == conversation.details and not yes:
+            # A correction may name the meeting loosely ("no, it was the design review"), or give a bare
+            # hour for the time it names ("the time was wrong, it was 11"): read the answer again with
+            # every field open to change.
+            times = tuple(f for f in self._fields_named(text, fields) if self.policy.field(f).kind == "time")
+            found = self.extractor.extract(text, fields, now=message.at, asked=times,
                                            default_zone=zone or self.policy.business_hours.timezone)
             corrected = decision.details.merged(found.details)
             if corrected != decision.details:
@@ -413,22 +431,29 @@ class Engine:
         last = _normal(conversation.last_reply)
         if decision.details != conversation.details or (awaiting == "details" and not decision.missing):
             # New or corrected values: the decision asks for what is still missing or reads them back.
-            if _normal(decision.reply) != last:
+            # A correction of another field while every field the question asked for is still missing
+            # answers nothing asked: the question counts as unanswered (once more in other words, then a
+            # person), or it would come round again in words the customer has already seen.
+            unanswered = awaiting == "details" and bool(conversation.asked) and bool(decision.missing) \
+                and set(conversation.asked) <= set(decision.missing)
+            if _normal(decision.reply) != last and not unanswered:
                 return decision
-            # A correction while the same fields are still missing: the same question would be a repeat.
             again = self._again("details" if decision.missing else "confirm", decision, fields)
             if _normal(again) == last:
                 return self._form_handoff(conversation, message, decision, "unreadable")
             return decision.model_copy(update={"reply": again})
-        text = message.text
-        if awaiting == "confirm" and _YES.search(text):
+        if awaiting == "confirm" and yes:
             return self._form_handoff(conversation, message, decision, "confirmed")
         if awaiting in ("confirm", "correction") and (named := self._fields_named(text, fields)):
-            # "the date", "the time is wrong": which part, without the right value yet. Ask for just that.
+            # "the date", "the time is wrong": which part, without the right value yet. Ask for just that, in
+            # words of its own ("… as it should be"): the plain question for it may have been asked before.
             kept = Details(**{k: v for k, v in decision.details.model_dump().items() if k not in named})
             missing = kept.missing(fields)
-            return decision.model_copy(update={"details": kept, "missing": tuple(missing),
-                                               "reply": self.ask_for(missing), "awaiting": "details"})
+            labels = _join([self.policy.field(f).label for f in missing])
+            labels += ", as it should be" if len(missing) == 1 else ", as they should be"
+            return decision.model_copy(update={
+                "details": kept, "missing": tuple(missing), "awaiting": "details",
+                "reply": self.policy.notices.ask_details.format(fields=labels)})
         if awaiting == "confirm" and _NO.search(text):
             labels = _join([self.policy.field(f).label for f in fields], last=" or ")
             return decision.model_copy(update={"reply": self.policy.notices.correct_details.format(fields=labels),
@@ -508,6 +533,16 @@ class Engine:
     def no_answer(self, severity: Severity, *, now: datetime | None = None, zone: str | None = None) -> str:
         return self._promise(self.policy.notices.no_answer, severity, now=now, zone=zone)
 
+    def passages_for_model(self, text: str, decision: Decision) -> list[tuple[Article, str]]:
+        """The help center's passages the language model may answer ``text`` from: only where the offline
+        ``decision`` may answer (an intent that answers, not escalated, or escalated only because the help
+        center had no answer); none otherwise."""
+        if self.knowledge is None or not self.policy.intents[decision.intent].answers:
+            return []
+        if decision.escalate and "knowledge.no_answer" not in decision.rules:
+            return []
+        return self.knowledge.passages_for(text)
+
     # ---- never silent ----
 
     def _smalltalk(self, kind: smalltalk.Kind, previous: str | None) -> str | None:
@@ -530,6 +565,8 @@ class Engine:
             return self._promise(notices.language, severity, now=now, zone=zone, languages=answers)
         if "knowledge.no_answer" in rules:
             return self.no_answer(severity, now=now, zone=zone)
+        if not escalating and "knowledge.asked_again" in rules:
+            return self._promise(notices.asked_again, severity, now=now, zone=zone)
         if not escalating and "smalltalk.again" in rules:
             return self._promise(notices.again, severity, now=now, zone=zone)
         if not escalating and any(r == "clarify.unknown" or r.startswith("fallback.") for r in rules):
@@ -556,27 +593,19 @@ class Engine:
 
     def _back(self, now: datetime, zone: str | None) -> str | None:
         """When business hours resume, in words ("Monday at 09:00 America/New_York"); ``None`` while open."""
-        hours = self.policy.business_hours
-        office = ZoneInfo(hours.timezone)
-        local = now.astimezone(office)
-        open_days = {WEEKDAYS.index(d) for d in hours.days}
-        if local.weekday() in open_days and hours.start <= local.time().replace(tzinfo=None) < hours.end:
+        opening = self.policy.next_opening(now)
+        if opening is None:
             return None
-        today = local.date()
-        for ahead in range(8):
-            day = today + timedelta(days=ahead)
-            opening = datetime.combine(day, hours.start, tzinfo=office)
-            if day.weekday() in open_days and opening > local:
-                text = f"{_day_name(day, today)} at {hours.start:%H:%M} {hours.timezone}"
-                if zone and zone != hours.timezone:
-                    try:
-                        theirs = opening.astimezone(ZoneInfo(zone))
-                    except (ValueError, KeyError):
-                        return text
-                    text += f" ({_day_name(theirs.date(), now.astimezone(ZoneInfo(zone)).date())} at " \
-                            f"{theirs:%H:%M} your time)"
+        hours = self.policy.business_hours
+        today = now.astimezone(opening.tzinfo).date()
+        text = f"{_day_name(opening.date(), today)} at {hours.start:%H:%M} {hours.timezone}"
+        if zone and zone != hours.timezone:
+            try:
+                theirs = opening.astimezone(ZoneInfo(zone))
+            except (ValueError, KeyError):
                 return text
-        return None
+            text += f" ({_day_name(theirs.date(), now.astimezone(ZoneInfo(zone)).date())} at {theirs:%H:%M} your time)"
+        return text
 
     # ---- parts ----
 

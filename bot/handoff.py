@@ -126,6 +126,8 @@ def explain(rule: str, policy: Policy) -> str | None:
         return f"the customer already contacted us about {intent.replace('_', ' ')} in the last {window}"
     if head == "knowledge" and rest == "no_answer":
         return "the help center does not answer this question, and the bot does not guess"
+    if head == "knowledge" and rest == "asked_again":
+        return "the customer asked again after the bot's help-center answer, which would have been the same"
     if head == "guard":
         return f"a bot reply was stopped by the pre-send guard ({rest.replace('_', ' ')}) and held for review"
     if head == "form":

@@ -13,9 +13,20 @@ a feature it does not have) from being answered by whatever sounds closest. Belo
 does not answer. Without the model (not installed, checksum failed, or ``embeddings = false``) passages
 are ranked by BM25 (rank_bm25) and the article's coverage alone must reach ``min_score``.
 
-The answer is the best sentence, with the sentences of its passage that match the question almost as
-well, at most ``max_sentences``, in the article's order. A sentence that only makes sense after
-another one (it starts with "They", "It", "This", "Then"...) never comes without the sentence before it.
+Real messages wrap a question in context ("URGENT: how do I …, before our 2pm call??", a question and a
+pasted log). So the help center scores the whole message and the parts of it that ask (:func:`focus`:
+its sentences that ask, and their clauses that ask, cut at commas, colons, "before", "because", "since"
+…; a long message is read for its first sentences that ask), and answers from the best, a part only when
+it beats the whole by ``FRAGMENT_MARGIN`` and the whole still agrees with its passage. A reading that names
+a rare, specific term that no article mentions (:func:`is_specific`: an acronym, a product's name, a code
+such as "HIPAA", "Zapier" or "27001") is never answered: a merely related sentence ("it is GDPR
+compliant") would imply too much.
+
+The answer is the best sentence, with the sentences of its article that match the question almost as
+well (as the whole message and the part that found it put it), at most ``max_sentences``, in the
+article's order. A sentence that only makes sense after another one (it starts with "They", "It",
+"This", "Then"...) never comes without the sentence before it. A question about a price gets a sentence
+that says what something costs or where the price is shown, or no answer.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import numpy as np
 import snowballstemmer
 from rank_bm25 import BM25Okapi
 
-from bot.embeddings import Embedder, Vectors, cache_folder, load_embedder
+from bot.embeddings import Embedder, Vectors, cache_folder, load_embedder, vocabulary
 from bot.policy import Knowledge as KnowledgeSettings
 from bot.text import plain
 
@@ -45,7 +56,14 @@ under until up very was we were what when where which while who whom why will wi
 hi hello hey please thanks thank help need want know tell get got let lets im ive id dont doesnt cant cannot able
 way possible anyone someone something anything also still really just us notewise question wondering
 whats wheres hows whos theres thats ur u pls plz ok okay
+isnt arent wasnt werent wont wouldnt couldnt shouldnt didnt havent hasnt hadnt youre theyre weve youve theyve
+ill youll theyll hed shed wed youd theyd fyi btw asap thx ty
 """.split())
+SHORT = {"diff": "difference", "info": "information", "convo": "conversation", "config": "configuration",
+         "acct": "account", "vid": "video", "vids": "videos", "rec": "recording", "recs": "recordings",
+         "min": "minute", "mins": "minutes", "hr": "hour", "hrs": "hours", "msg": "message", "pw": "password",
+         "pwd": "password", "cal": "calendar", "sub": "subscription", "tz": "timezone", "org": "organisation"}
+"""Chat shorthand, read as the word it stands for."""
 
 _WORD = re.compile(r"[a-z0-9]+")
 _APOSTROPHE = re.compile(r"['’]")
@@ -59,6 +77,41 @@ _DEPENDENT = re.compile(
 )
 """A sentence that starts like this leans on the one before it ("They are kept...", "Then click...")."""
 _STEMMER = snowballstemmer.stemmer("english")
+_ASKS = re.compile(
+    r"^\W*(?:how|what|whats|when|where|which|why|who|can|could|does|do|did|is|are|was|will|would|should|may"
+    r"|am|has|have|any)\b|\bhow (?:to|do|can|does|long|much|many|soon|often)\b"
+    r"|\b(?:is there|are there|do you|can i|can we|tell me|wondering|want to know|need to know)\b", re.I)
+"""A clause that asks something (a sentence asks with a question mark too)."""
+_BREAK = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+"""Where a message's sentences end (a line break ends one too)."""
+_CLAUSE = re.compile(r"\s*[,;:]\s+|\s+[-–—]+\s+|\s+(?:before|because|since|so|while|as soon as|for (?:our|my|the))\s+",
+                     re.I)
+"""Where the clause that asks may be cut from what surrounds it ("…, how do I …", "… before our 2pm call")."""
+_LEAD = re.compile(r"^(?:\W*\b(?:and|so|but|also|anyway|ok|okay|well|now|then|basically|urgent|asap|fyi|btw|quick"
+                   r"(?: question| q)?)\b)+\W*", re.I)
+"""Words that open a clause without being part of what it asks."""
+_PREFIX = re.compile(r"^(?:un|re|dis|mis|non|pre|de|co|sub|over|under|up|off|out|in)(?=[a-z]{3})")
+_SUFFIX = re.compile(r"(?<=[a-z]{3})(?:s|es|ed|d|ing|able|ible|er|ers|ations?|i[sz]e|i[sz]ed|i[sz]ing"
+                     r"|in|up|out|on|off)$")
+"""A common prefix or ending, or a particle that makes a compound ("unlink", "permissions", "login")."""
+_PRICE_ASKED = re.compile(
+    r"\b(?:costs?|prices?|pricing|priced)\b|\bhow much (?:is|are|does|will|would) (?:it|the|a|an|your|this|that|each"
+    r"|one|per|pro|business|notewise)\b|\bhow much (?:do|would|will) (?:i|we|you) (?:pay|be charged|charge)\b", re.I)
+"""A question about what something costs."""
+_PRICE_GIVEN = re.compile(r"[$€£¥]\s?\d|\b\d[\d.,]*\s?(?:usd|eur|gbp|dollars?|euros?|pounds?)\b"
+                          r"|\b(?:costs?|prices?|pricing|free of charge|no charge|no extra cost)\b", re.I)
+"""A sentence that says what something costs, or where the price is shown."""
+_SMALL_NUMBER = re.compile(r"^\d{1,2}(?:st|nd|rd|th|s|am|pm|h|m|min|mins|k|x)?$")
+"""A day of the month, an hour, a count: said in passing ("before our 2pm call", "my 1:1s")."""
+FOCUS = 400
+"""A message longer than this (characters) is read for its sentences that ask, at most ``ASKED`` of them."""
+ASKED = 3
+FRAGMENT_MARGIN = 0.03
+"""A part of the message (a sentence, a clause) must beat the whole message by this much to be preferred."""
+FRAGMENT_SUPPORT = 0.2
+"""A part is read only where the whole message scores its passage at most this much below ``min_match``."""
+LEXICAL_FRAGMENT_MARGIN = 0.15
+"""The same for the lexical score alone (a share of the words), where a short part is covered more easily."""
 _CLOSE = 0.1
 """Another sentence of the passage joins the best one when its similarity is at most this much lower
 (with the lexical score alone: when its weight is at least half the best one's)."""
@@ -72,11 +125,58 @@ def stem(word: str) -> str:
 
 def terms(text: str) -> list[str]:
     """The stemmed content words of ``text``, in order."""
-    return [stem(w) for w in _WORD.findall(_APOSTROPHE.sub("", text.lower())) if w not in STOPWORDS]
+    return [stem(w) for w in words(text) if w not in STOPWORDS]
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``, lower case, without apostrophes, chat shorthand spelled out."""
+    return [SHORT.get(w, w) for w in _WORD.findall(_APOSTROPHE.sub("", text.lower()))]
 
 
 def sentences(passage: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(_SPACE.sub(" ", passage).strip()) if s.strip()]
+
+
+def focus(question: str) -> list[str]:
+    """The question to answer, then the parts of it that ask something on their own.
+
+    The first item is the whole message, or, for one longer than ``FOCUS`` characters, its first
+    ``ASKED`` sentences that ask (else its first two sentences). Then, when there are several, each
+    sentence that asks; then each clause that asks, cut at commas, colons, dashes and words such as
+    "before", "because", "since", "so" or "while", without an opening "so", "anyway" or "URGENT".
+    "URGENT: how do I add a teammate before our 2pm call??" gives "how do I add a teammate"; a pasted
+    log after "how do I invite a teammate?" gives that sentence alone.
+    """
+    question = _SPACE.sub(" ", question).strip() if len(question) <= FOCUS else question.strip()
+    said = [s.strip() for s in _BREAK.split(question) if s.strip()]
+    asking = [s for s in said if "?" in s or _ASKS.search(s)]
+    if len(question) > FOCUS:
+        said = asking[:ASKED] or said[:2]
+        asking = said if asking else []
+        question = _SPACE.sub(" ", " ".join(said))[:FOCUS * 2]
+    parts = [question]
+    for sentence in asking if len(said) > 1 else said:
+        sentence = _SPACE.sub(" ", sentence)
+        if sentence not in parts:
+            parts.append(sentence)
+        for clause in _CLAUSE.split(sentence):
+            clause = _LEAD.sub("", clause).strip()
+            if clause and clause not in parts and _ASKS.search(clause):
+                parts.append(clause)
+    return parts
+
+
+def is_specific(word: str, common: frozenset[str]) -> bool:
+    """Whether ``word`` (lower case) is a rare, specific term: a code or a number of three digits or more,
+    or a word that is not in ``common`` (:func:`bot.embeddings.vocabulary`), neither without a common
+    prefix or ending: "hipaa", "jira", "mp3" and "27001" are; "unlink", "login", "2pm" and "1:1s" are not."""
+    if any(c.isdigit() for c in word):
+        return not _SMALL_NUMBER.match(word)
+    if word in common:
+        return False
+    root = _PREFIX.sub("", word)
+    return not any(bare in common or bare + "e" in common
+                   for bare in {root, _SUFFIX.sub("", word), _SUFFIX.sub("", root)} - {word})
 
 
 def leans_on_previous(sentence: str) -> bool:
@@ -142,6 +242,27 @@ class Grounded:
 
 
 @dataclass(frozen=True)
+class _Query:
+    text: str
+    weights: dict[str, float]
+    """Stemmed content word -> its idf weight (as much as a word of one article for a word of none)."""
+    specific: int
+    """How many rare, specific terms it names that no article mentions."""
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One reading of a question (the whole of it, or a part that asks) and how the help center scores it."""
+
+    query: _Query
+    handicap: float
+    scores: list[float]
+    """Per passage (see ``KnowledgeBase._hybrid``)."""
+    similarity: Vectors
+    """Per sentence."""
+
+
+@dataclass(frozen=True)
 class _Sentence:
     passage: int
     """Index into ``KnowledgeBase._passages``."""
@@ -181,6 +302,11 @@ class KnowledgeBase:
         self._unknown_idf = math.log(1 + n)
         self._article_terms = {a.id: d for a, d in zip(articles, documents, strict=True)}
         self._documents = documents
+        self._common = vocabulary()
+        # Each word of the help center, and each with one letter left out: a question's word that is one
+        # of these, or becomes one with a letter left out, is a typing slip ("reccording"), not a name.
+        written = {w for a in articles for w in words(a.title + " " + a.body) if len(w) >= 5}
+        self._near = written | {w[:i] + w[i + 1:] for w in written for i in range(len(w))}
         self.urls = frozenset(a.url for a in articles)
 
         self._sentences: list[_Sentence] = []
@@ -233,13 +359,36 @@ class KnowledgeBase:
         start = min(self._with_context(index) or {index})
         return " ".join(s.text for s in self._sentences[start:index + 1])
 
-    def _coverages(self, query: set[str]) -> list[float]:
-        """For each article, the idf-weighted share of ``query`` that it contains."""
-        if not query:
+    def _query(self, text: str) -> _Query:
+        """``text``'s content words with their weights, and how many of them are rare, specific terms that
+        no article mentions."""
+        weights: dict[str, float] = {}
+        specific: set[str] = set()
+        for word in words(text):
+            if word in STOPWORDS:
+                continue
+            term = stem(word)
+            if term in self._idf:
+                weights[term] = self._idf[term]
+                continue
+            # A word no article uses weighs as much as a word of one article.
+            weights[term] = self._unknown_idf
+            if self._common is not None and is_specific(word, self._common) and not self._misspelt(word):
+                specific.add(term)
+        return _Query(text, weights, len(specific))
+
+    def _misspelt(self, word: str) -> bool:
+        """Whether ``word`` is within a slip of a key (a letter added, left out, changed or swapped) of a
+        word of the help center."""
+        return len(word) >= 5 and (word in self._near or any(word[:i] + word[i + 1:] in self._near
+                                                              for i in range(len(word))))
+
+    def _coverages(self, query: _Query) -> list[float]:
+        """For each article, the weighted share of the question's words that it contains."""
+        total = sum(query.weights.values())
+        if not total:
             return [0.0] * len(self.articles)
-        weight = {t: self._idf.get(t, self._unknown_idf) for t in query}
-        total = sum(weight.values())
-        return [sum(w for t, w in weight.items() if t in have) / total for have in self._documents]
+        return [sum(w for t, w in query.weights.items() if t in have) / total for have in self._documents]
 
     def _similarities(self, question: str) -> Vectors | None:
         """The cosine similarity of ``question`` (plain text) with every sentence, or ``None`` without a model."""
@@ -247,18 +396,48 @@ class KnowledgeBase:
             return None
         return self._vectors @ self._embedder.embed(question)
 
-    def _hybrid(self, question: str) -> tuple[list[float], Vectors] | None:
+    def _hybrid(self, query: _Query, handicap: float) -> tuple[list[float], Vectors] | None:
         """Per passage, the best sentence's similarity plus ``lexical_weight`` times its article's
-        coverage; and the sentences' similarities. ``None`` without a model."""
-        similarity = self._similarities(question)
+        coverage, less ``handicap``; and the sentences' similarities. ``None`` without a model."""
+        similarity = self._similarities(query.text)
         if similarity is None:
             return None
         best = np.full(len(self._passages), -1.0, dtype=np.float32)
         np.maximum.at(best, self._sentence_passage, similarity)
-        coverage = self._coverages(set(terms(question)))
+        coverage = self._coverages(query)
         weight = self.settings.lexical_weight
-        scores = [float(best[i]) + weight * coverage[self._article_of[i]] for i in range(len(self._passages))]
+        scores = [float(best[i]) + weight * coverage[self._article_of[i]] - handicap
+                  for i in range(len(self._passages))]
         return scores, similarity
+
+    def _readings(self, question: str) -> list[_Reading]:
+        """The question and the parts of it that ask (:func:`focus`), each with its passages' scores and
+        its sentences' similarities (none without a model)."""
+        readings: list[_Reading] = []
+        for n, part in enumerate(focus(question)):
+            query = self._query(part)
+            if n and len(query.weights) < 2:
+                continue  # a clause of one word is not a question of its own
+            handicap = FRAGMENT_MARGIN if n else 0.0
+            hybrid = self._hybrid(query, handicap)
+            if hybrid is None:
+                return []
+            readings.append(_Reading(query, handicap, *hybrid))
+        return readings
+
+    @staticmethod
+    def _best(readings: list[_Reading]) -> _Reading | None:
+        """The reading whose best passage scores highest (the whole question on a tie)."""
+        return max((r for r in readings if r.scores), key=lambda r: max(r.scores), default=None)
+
+    def _supported(self, part: _Reading, whole: _Reading) -> bool:
+        """Whether the whole message agrees, if weakly, with the passage a part of it finds best: it scores
+        that passage at least ``min_match - FRAGMENT_SUPPORT``. "How long does it take?" after a sentence
+        about a bank transfer is not a question about transcripts."""
+        if part is whole or not part.scores:
+            return True
+        best = max(range(len(part.scores)), key=lambda i: part.scores[i])
+        return whole.scores[best] >= self.settings.min_match - FRAGMENT_SUPPORT
 
     def search(self, question: str, limit: int = 3) -> list[tuple[Article, str, float]]:
         """The best passages for ``question``, best first, with their scores (hybrid with the model,
@@ -266,14 +445,19 @@ class KnowledgeBase:
         question = _SPACE.sub(" ", plain(question)).strip()
         if not question:
             return []
-        hybrid = self._hybrid(question)
-        if hybrid is not None:
-            scores = hybrid[0]
+        if self._embedder is not None:
+            best = self._best(self._readings(question))
+            if best is None:
+                return []
+            scores = best.scores
             ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:limit]
             return [(self._passages[i][0], self._passages[i][1], scores[i]) for i in ranked]
-        query = terms(question)
+        query = terms(" ".join(focus(question)[:1]))
         if not query:
             return []
+        return self._bm25_search(query, limit)
+
+    def _bm25_search(self, query: list[str], limit: int) -> list[tuple[Article, str, float]]:
         bm25 = self._bm25.get_scores(query)
         # BM25's idf can be zero or below for words in most passages (a small help center): keep
         # every passage that shares a word with the question, best first.
@@ -290,13 +474,11 @@ class KnowledgeBase:
         return [(article, "\n\n".join(parts)) for article, parts in found.values()]
 
     def coverage(self, question: str, article: Article) -> float:
-        """The idf-weighted share of the question's content words that ``article`` contains."""
-        query = set(terms(plain(question)))
-        if not query:
-            return 0.0
+        """The weighted share of the question's content words that ``article`` contains."""
+        query = self._query(plain(question))
+        total = sum(query.weights.values())
         have = self._article_terms[article.id]
-        weight = {t: self._idf.get(t, self._unknown_idf) for t in query}
-        return sum(w for t, w in weight.items() if t in have) / sum(weight.values())
+        return sum(w for t, w in query.weights.items() if t in have) / total if total else 0.0
 
     # ---- answering ----
 
@@ -306,53 +488,80 @@ class KnowledgeBase:
         return self._answers(question) if question else None
 
     def _answer(self, question: str) -> Answer | None:
-        hybrid = self._hybrid(question)
-        if hybrid is None:
+        if self._embedder is None:
             return self._lexical_answer(question)
-        scores, similarity = hybrid
-        if not scores:
+        # A reading that names a rare, specific term no article mentions (an acronym, a product, a code:
+        # "is it HIPAA compliant?") is not answered from a merely related sentence ("it is GDPR compliant").
+        readings = self._readings(question)
+        found = self._best([r for r in readings if not r.query.specific and self._supported(r, readings[0])])
+        if found is None:
             return None
+        scores = found.scores
         best = max(range(len(scores)), key=lambda i: scores[i])
         score = scores[best]
         if score < self.settings.min_match:
             return None
         article, passage = self._passages[best]
-        # Within the article, sentences rank by the same blend, with each sentence's own coverage.
+        # Within the article, sentences rank by the same blend, with each sentence's own coverage, as the
+        # whole message and the part that found the article put it (their mean): the part that asks finds
+        # the article, and what the rest adds ("we use SSO, how do I change my email") can choose the sentence.
         weight = self.settings.lexical_weight
         members = self._article_sentences[self._article_of[best]]
-        shares = self._shares(question, members)
-        ranked = {i: float(similarity[i]) + weight * share for i, share in zip(members, shares, strict=True)}
+        ranked = dict.fromkeys(members, 0.0)
+        chosen = [found] if found is readings[0] else [readings[0], found]
+        for reading in chosen:
+            shares = self._shares(reading.query, members)
+            for i, share in zip(members, shares, strict=True):
+                ranked[i] += (float(reading.similarity[i]) + weight * share) / len(chosen)
+        text = self._priced(" ".join(r.query.text for r in chosen), ranked, _CLOSE)
+        if text is None:
+            return None
         confidence = min(1.0, max(0.0, score / (1 + weight)))
-        return Answer(article, passage, self._condense(ranked, _CLOSE), round(confidence, 3), round(score, 3))
+        return Answer(article, passage, text, round(confidence, 3), round(score, 3))
 
-    def _shares(self, question: str, members: list[int]) -> list[float]:
-        """For each of these sentences (with those it leans on), the idf-weighted share of the question's
+    def _priced(self, question: str, ranked: dict[int, float], margin: float) -> str | None:
+        """The condensed answer; for a question about a price, one that says what it costs (or where the
+        price is shown), from the sentences of the article that do, or ``None`` when none does: a list
+        of features is no answer to "what does it cost?"."""
+        text = self._condense(ranked, margin)
+        if not _PRICE_ASKED.search(question) or _PRICE_GIVEN.search(text):
+            return text
+        priced = {i: score for i, score in ranked.items() if _PRICE_GIVEN.search(self._in_context(i))}
+        return self._condense(priced, margin) if priced else None
+
+    def _shares(self, query: _Query, members: list[int]) -> list[float]:
+        """For each of these sentences (with those it leans on), the weighted share of the question's
         words it has."""
-        query = set(terms(question))
-        if not query:
+        total = sum(query.weights.values())
+        if not total:
             return [0.0] * len(members)
-        weight = {t: self._idf.get(t, self._unknown_idf) for t in query}
-        total = sum(weight.values())
-        return [sum(w for t, w in weight.items() if t in self._sentence_terms[i]) / total for i in members]
+        return [sum(w for t, w in query.weights.items() if t in self._sentence_terms[i]) / total for i in members]
 
     def _lexical_answer(self, question: str) -> Answer | None:
-        hits = self.search(question)
-        if not hits:
+        # Of the question and the parts of it that ask (without a rare term no article mentions), the one
+        # an article covers best; of its best passages, the one whose article covers most of it.
+        best: tuple[float, _Query, Article, str, float] | None = None
+        for n, part in enumerate(focus(question)):
+            query = self._query(part)
+            if not query.weights or query.specific or (n and len(query.weights) < 2):
+                continue
+            penalty = LEXICAL_FRAGMENT_MARGIN if n else 0.0
+            for article, passage, score in self._bm25_search(list(query.weights), 3):
+                have = self._article_terms[article.id]
+                covered = sum(w for t, w in query.weights.items() if t in have) / sum(query.weights.values())
+                if best is None or (covered - penalty, score) > (best[0], best[4]):
+                    best = (covered - penalty, query, article, passage, score)
+        if best is None or best[0] < self.settings.min_score:
             return None
-        # Of the best passages, the one whose article covers most of the question.
-        confidence, article, passage, score = max(
-            ((self.coverage(question, a), a, p, s) for a, p, s in hits), key=lambda hit: (hit[0], hit[3]))
-        if confidence < self.settings.min_score:
-            return None
+        confidence, query, article, passage, score = best
         index = self._passages.index((article, passage))
-        query = set(terms(question))
-        ranked = {i: sum(self._idf.get(t, 0.0) for t in query & self._sentence_terms[i])
+        ranked = {i: sum(self._idf.get(t, 0.0) for t in query.weights if t in self._sentence_terms[i])
                   for i in self._article_sentences[self._article_of[index]]}
         if max(ranked.values()) <= 0:  # no sentence shares a rare word: the best passage's opening
             ranked = {i: -n for n, i in enumerate(i for i in ranked if self._sentences[i].passage == index)}
         top = max(ranked.values())
-        return Answer(article, passage, self._condense(ranked, top / 2 if top > 0 else math.inf),
-                      round(confidence, 3), score)
+        text = self._priced(query.text, ranked, top / 2 if top > 0 else math.inf)
+        return Answer(article, passage, text, round(max(0.0, confidence), 3), score) if text is not None else None
 
     def _condense(self, scores: dict[int, float], margin: float) -> str:
         """The best sentence by ``scores`` (sentence index -> score) and the others that score at most

@@ -312,6 +312,9 @@ class Notices(_Strict):
     again: str = ("Let me bring in a person from our team, who will follow up here. Expect a reply within {sla} "
                   "during business hours ({hours}).")
     """The handoff notice after a second message in a row without a request (a greeting, "help", an emoji)."""
+    asked_again: str = ("It sounds like that didn't answer your question, so I'm bringing in a person from our team. "
+                        "Expect a reply within {sla} during business hours ({hours}).")
+    """The handoff notice when a question is asked again and the help center's answer would be the same."""
     understood: str = "I understand this is {topic}."
     """Said before the handoff notice when the signal or intent that escalated has a topic below; empty: never."""
     signal_topics: dict[str, str] = {}
@@ -495,6 +498,21 @@ class Policy(_Strict):
 
     def sla(self, severity: Severity) -> timedelta:
         return timedelta(minutes=self.sla_minutes[severity.name])
+
+    def next_opening(self, at: datetime) -> datetime | None:
+        """When business hours next begin after ``at`` (in the policy's zone); ``None`` while they are open."""
+        hours = self.business_hours
+        office = ZoneInfo(hours.timezone)
+        local = at.astimezone(office)
+        open_days = {WEEKDAYS.index(d) for d in hours.days}
+        if local.weekday() in open_days and hours.start <= local.time().replace(tzinfo=None) < hours.end:
+            return None
+        for ahead in range(8):
+            day = local.date() + timedelta(days=ahead)
+            opening = datetime.combine(day, hours.start, tzinfo=office)
+            if day.weekday() in open_days and opening > local:
+                return opening
+        return None
 
     def sla_due(self, severity: Severity, start: datetime) -> datetime:
         """When a handoff opened at ``start`` is due, counting only business hours."""

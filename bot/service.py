@@ -216,11 +216,8 @@ class Service:
     async def _opinion(self, conversation: Conversation, message: Message, decision: Decision,
                        deadline: float) -> Opinion | None:
         assert self.llm is not None
-        knowledge = self.engine.knowledge
         owned = conversation.state in (ConversationState.escalated, ConversationState.claimed)
-        answerable = (knowledge is not None and not owned and self.policy.intents[decision.intent].answers
-                      and (not decision.escalate or "knowledge.no_answer" in decision.rules))
-        passages = knowledge.passages_for(message.text) if answerable and knowledge is not None else []
+        passages = [] if owned else self.engine.passages_for_model(message.text, decision)
         try:
             async with asyncio.timeout_at(deadline):
                 return await self.llm.opinion(message.text, passages, conversation_id=conversation.id)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import re
 
+# Raw platform markup (the form a `triage` input or a test may carry):
 # Slack: <https://x|label>, <mailto:a@b|a@b>, <@U123>, <@U123|name>, <#C123|name>, <!here>, <!subteam^S1|@team>.
 # Discord: <@123>, <@!123>, <@&123>, <#123>, <:name:123>, <a:name:123>, <t:1700000000:R>.
 _ANGLED = re.compile(r"<(?:[@#!][^<>\s]{0,200}|https?://[^<>\s]{1,2000}|mailto:[^<>\s]{1,400}|a?:\w{1,64}:\d{1,25}"
                      r"|t:\d{1,12}(?::\w)?)>")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>]+", re.I)
+# What the adapters make of mentions before the engine reads them: "@U024BE7LH", "@Dana", "#general".
+_AT = re.compile(r"(?<![\w@.])@[^\W_][\w.\-]{0,79}")
+_CHANNEL = re.compile(r"(?<![\w&#])#[a-z][a-z0-9_\-]{1,79}(?![\w])")
 _EMOJI_CODE = re.compile(r"(?<![\w:]):[a-z0-9_+\-]{1,64}:(?![\w:])", re.I)
 _CODE_FENCE = re.compile(r"```")
 _MARKUP = re.compile(r"(?<!\w)[*_~`]+(?=\S)|(?<=\S)[*_~`]+(?!\w)|^\s*&gt;|^\s*>", re.M)
@@ -30,6 +34,8 @@ def plain(text: str) -> str:
         return text
     out = _ANGLED.sub(_blank, text)
     out = _URL.sub(_blank, out)
+    out = _AT.sub(_blank, out)
+    out = _CHANNEL.sub(_blank, out)
     out = _EMOJI_CODE.sub(_blank, out)
     out = _CODE_FENCE.sub(_blank, out)
     return _MARKUP.sub(_blank, out)

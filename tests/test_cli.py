@@ -320,7 +320,7 @@ async def fake():
 
 
 def model_env(fake, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_")) or k == "BATON_CACHE_DIR"}
     env.update({"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": str(fake.server.make_url("/v1")),
                 "BATON_MODEL": "fake-model", **extra})
     return env
@@ -447,7 +447,7 @@ async def test_an_unreachable_endpoint_gives_the_offline_output(tmp_path):
     from bot_process import free_port
 
     text = jsonl(SARCASM, DISPUTE, "How do I connect my Outlook calendar?", "hello?", "is the app down?")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_")) or k == "BATON_CACHE_DIR"}
     code, offline, err = await baton_async("triage", "--now", NOW, stdin=text, env=env)
     assert code == 0, err
     env.update({"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})

@@ -30,7 +30,7 @@ UP, LEFT = "\x1b[A", "\x1b[D"
 
 def playground_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "BATON_", "SLACK_", "DISCORD_"))}
+           if not k.startswith(("OPENAI_", "BATON_", "SLACK_", "DISCORD_")) or k == "BATON_CACHE_DIR"}
     env.update({"TERM": "xterm", "INPUTRC": "/dev/null", "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}, **extra)
     return env

@@ -108,6 +108,50 @@ PHRASINGS = [
     (NEW_YORK_FALL, "yesterday at 14h30", "2026-10-31", "14:30"),
     (AUCKLAND, "Dec 31 at 3pm", "2026-12-31", "15:00"),
     (AUCKLAND, "Sunday around 4", "2027-01-03", "16:00"),
+    # Periods that name no day fill no date (the bot asks which day); the time said with one is kept.
+    # A count of days is a day; "a few days" and any number of weeks are not.
+    (NOW, "the sync from a few weeks back", None, None),
+    (NOW, "sometime last month around 10am", None, "10:00"),
+    (NOW, "it was 3 weeks ago", None, None),
+    (NOW, "a week ago", None, None),
+    (NOW, "recently", None, None),
+    (NOW, "a while ago", None, None),
+    (NOW, "earlier this year", None, None),
+    (NOW, "the other day at 2pm", None, "14:00"),
+    (NOW, "a few days ago", None, None),
+    (NOW, "in the past few days", None, None),
+    (NOW, "over the weekend", None, None),
+    (NOW, "mid-October", None, None),
+    (NOW, "not long ago at 4pm", None, "16:00"),
+    (NOW, "Tuesday, some weeks ago", None, None),  # which Tuesday is not said
+    (NOW, "a couple of days ago", "2026-11-21", None),
+    (NOW, "four days ago at 9am", "2026-11-19", "09:00"),
+    (NOW, "a week ago today", "2026-11-16", None),
+    (NOW, "Thursday last week at 3pm", "2026-11-19", "15:00"),
+    (NOW, "last week on Wed", "2026-11-18", None),
+    (NOW, "several hours ago", "2026-11-23", None),  # today, at no hour said
+    # Weekday abbreviations, capitalised or not; the ones that are also words only where they read as days
+    (NOW, "tues at 2", "2026-11-17", "14:00"),
+    (NOW, "thurs 3pm", "2026-11-19", "15:00"),
+    (NOW, "thur 10am", "2026-11-19", "10:00"),
+    (NOW, "tue", "2026-11-17", None),
+    (NOW, "fri around noon", "2026-11-20", "12:00"),
+    (NOW, "weds standup", "2026-11-18", None),
+    (NOW, "mon 8am", "2026-11-23", "08:00"),
+    (NOW, "wed 4pm", "2026-11-18", "16:00"),
+    (NOW, "on sat", "2026-11-21", None),
+    (NOW, "sun at 11", "2026-11-22", "11:00"),
+    (NOW, "sat", "2026-11-21", None),
+    (NOW, "we sat in the call for an hour", None, None),
+    (NOW, "c'mon, it never joined", None, None),
+    (NOW, "every tuesday at 10", None, "10:00"),  # a recurring meeting: which Tuesday is not said
+    (NOW, "on a friday", None, None),
+    (NOW, "on fridays the bot never joins", None, None),
+    # Possessives without the apostrophe
+    (NOW, "yesterdays sync at 3pm", "2026-11-22", "15:00"),
+    (NOW, "todays standup at 9", "2026-11-23", "09:00"),
+    (NOW, "this mornings call at 8", "2026-11-23", "08:00"),
+    (NOW, "no notes from fridays kickoff", "2026-11-20", None),
 ]
 
 
@@ -172,6 +216,17 @@ def test_no_zone_in_ordinary_words():
     ("our sales call - ACME renewal dropped halfway", "sales call - ACME"),
     ("Notewise never joined the team standup", "team standup"),
     ("sorry, the meeting was called Ops Sync", "Ops Sync"),
+    ("no notes for todays ops mtg", "ops mtg"),
+    ("the transcript from last week's all hands is empty", "all hands"),
+    ("this mornings retro has no summary", "retro"),
+    ("my one on one with Dana dropped", "one on one with Dana"),
+    ("yesterdays town hall never got recorded", "town hall"),
+    ("the notetaker skipped our client kickoff", "client kickoff"),
+    ("partner sync - umbrella corp tuesday 9am", "partner sync - umbrella corp"),
+    ("vendor call - initech recording is missing", "vendor call - initech"),
+    ("design review - urgent", "design review"),
+    ("weekly sync - audio kept cutting out", "weekly sync"),
+    ("weekly sync - speakers mixed up", "weekly sync"),
 ])
 def test_meeting_names(text, name):
     assert find_meeting_name(text) == name
@@ -180,7 +235,7 @@ def test_meeting_names(text, name):
 @pytest.mark.parametrize("text", [
     "my recording is missing", "I use Zoom and Google Meet", "Hi, Monday at 3pm PST", "Thanks!",
     "the notetaker never joined our call", "the same meeting again", "a call I had this morning",
-    "the Zoom call from yesterday", "no, it was Tuesday", "the 3pm meeting",
+    "the Zoom call from yesterday", "no, it was Tuesday", "the 3pm meeting", "a mtg I had", "my 3pm mtg",
 ])
 def test_no_name_where_there_is_none(text):
     assert find_meeting_name(text) is None
@@ -194,6 +249,19 @@ def test_a_bare_answer_fills_the_field_asked_for_and_nothing_else(policy):
     assert unasked.details.meeting_name is None
     unsure = extractor.extract("I don't remember", FIELDS, now=NOW, asked=("meeting_name",))
     assert unsure.details.meeting_name is None
+    article = extractor.extract("the quarterly thing", FIELDS, now=NOW, asked=("meeting_name",))
+    assert article.details.meeting_name == "quarterly thing"
+
+
+@pytest.mark.parametrize("text, time", [
+    ("it was 11", "11:00"), ("the time was wrong, it was 4", "16:00"), ("started at 9:45", "09:45"), ("8", "08:00"),
+])
+def test_a_bare_hour_answers_the_time_only_when_the_time_was_asked_for(policy, text, time):
+    extractor = DetailExtractor(policy)
+    assert extractor.extract(text, FIELDS, now=NOW, asked=("time",)).details.time == time
+    if ":" not in text:
+        assert extractor.extract(text, FIELDS, now=NOW).details.time is None
+    assert extractor.extract("we were 11 people", FIELDS, now=NOW, asked=("time",)).details.time is None
 
 
 def test_a_loosely_read_name_does_not_replace_one_already_given(policy):

@@ -428,7 +428,8 @@ async def test_python_m_bot_runs_slack_and_discord_together(fake_discord: FakeDi
 def test_discord_alone_is_refused_because_handoffs_go_to_slack(tmp_path: Path):
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "BATON_", "DISCORD_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "BATON_", "DISCORD_")) or k == "BATON_CACHE_DIR"}
     env.update({"DISCORD_TOKEN": "x", "BATON_DISCORD_CHANNELS": str(SUPPORT),
                 "BATON_DISCORD_STAFF_ROLES": str(STAFF_ROLE)})
     done = subprocess.run([sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path, capture_output=True, text=True,

@@ -301,3 +301,156 @@ def test_the_engine_reads_a_time_alone_and_asks_for_the_date(bot: Engine, text: 
     details = decision.contract()["details"]
     assert details == {"meeting_name": "standup", "date": None, "time": time, "timezone": "America/Los_Angeles"}
     assert decision.missing == ("date",) and decision.reply is not None and "2026" not in decision.reply
+
+
+@pytest.mark.parametrize("period", [
+    "from a couple of weeks back", "last month", "sometime earlier this year", "a while back", "recently",
+    "3 weeks ago", "a few days ago",
+])
+async def test_a_period_that_names_no_day_is_asked_about_and_never_read_back_as_a_date(
+        service: Service, sqlite_store: Store, period: str):
+    customer = Customer(service)
+    first = await customer.says(f"the transcript of our Roadmap Review {period} is cut off")
+    assert first.decision is not None and first.decision.details.date is None
+    assert first.decision.missing == ("date", "time")
+    timed = await customer.says("it started at 11am")
+    assert timed.decision is not None and timed.decision.missing == ("date",) and timed.decision.details.time == "11:00"
+    assert "Nov" not in said(timed) and "2026" not in said(timed) and "the date of the meeting" in said(timed)
+    dated = await customer.says("Nov 5")
+    assert said(dated) == "Roadmap Review, Thu 5 Nov 2026, 11:00 PST: is that right?"
+    assert customer.held() == []
+    lines = await bot_lines(sqlite_store, dated)
+    assert len(lines) == len(set(lines)) == 3
+
+
+async def test_a_time_said_with_a_vague_period_is_kept_and_only_the_date_is_asked_for(service: Service):
+    customer = Customer(service)
+    outcome = await customer.says("the notetaker never joined the Roadmap Review sometime last month, 9am")
+    decision = outcome.decision
+    assert decision is not None and decision.details.date is None and decision.details.time == "09:00"
+    assert decision.missing == ("date",) and "2026" not in said(outcome)
+
+
+@pytest.mark.parametrize("answer", [
+    ":+1:", ":thumbsup:", ":white_check_mark:", ":+1::skin-tone-3:", "👌", "yep that's it", "yes correct", "correct",
+    "that's right", "Yes!", "yeah looks right", "sounds good", "spot on",
+])
+async def test_every_way_of_saying_yes_to_the_read_back_confirms(service: Service, answer: str):
+    customer = Customer(service)
+    assert said(await customer.says(FIRST)) == READ_BACK
+    outcome = await customer.says(answer)
+    assert outcome.decision is not None and outcome.decision.escalate
+    assert "form.meeting.confirmed" in outcome.decision.rules
+    assert outcome.brief is not None and outcome.brief.details == GATHERED
+    assert customer.held() == []
+
+
+@pytest.mark.parametrize("answer", ["nope", "not quite", ":-1:", ":x:", "👎", "no that's wrong", "not exactly"])
+async def test_every_way_of_saying_no_to_the_read_back_asks_which_part(service: Service, answer: str):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    outcome = await customer.says(answer)
+    assert outcome.decision is not None and not outcome.decision.escalate
+    assert outcome.decision.awaiting == "correction" and said(outcome).startswith("Sorry about that. Which part")
+    assert customer.held() == []
+
+
+@pytest.mark.parametrize("answer, part", [
+    ("yes but the date is wrong", "date"), ("ok except the time", "time"),
+    ("right, though the name isn't", "meeting_name"),
+])
+async def test_a_yes_that_goes_on_to_name_a_wrong_part_is_not_a_confirmation(service: Service, answer: str, part: str):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    outcome = await customer.says(answer)
+    assert outcome.decision is not None and not outcome.decision.escalate
+    assert outcome.decision.missing == (part,) and outcome.decision.awaiting == "details"
+    assert customer.held() == []
+
+
+async def test_a_bare_hour_after_naming_the_time_is_read_as_the_time(service: Service):
+    customer = Customer(service)
+    await customer.says(FIRST)
+    await customer.says("no")
+    fixed = await customer.says("the time was wrong, it was 4")
+    assert said(fixed) == "Design Crit, Thu 19 Nov 2026, 16:00 PST: is that right?"
+    assert customer.held() == []
+
+
+@pytest.mark.parametrize("first, name, date", [
+    ("no notes for todays ops mtg", "ops mtg", "2026-11-20"),
+    ("the transcript of yesterdays town hall is cut off", "town hall", "2026-11-19"),
+    ("this mornings retro has no summary", "retro", "2026-11-20"),
+    ("no summary for wednesdays kickoff", "kickoff", "2026-11-18"),
+    ("the recording of our one on one with Dana on thurs is missing", "one on one with Dana", "2026-11-19"),
+])
+async def test_day_words_without_an_apostrophe_and_meeting_words_are_read_in_the_first_message(
+        service: Service, first: str, name: str, date: str):
+    customer = Customer(service)
+    outcome = await customer.says(first)
+    decision = outcome.decision
+    assert decision is not None and decision.missing == ("time",)
+    assert (decision.details.meeting_name, decision.details.date) == (name, date)
+    timed = await customer.says("quarter past 8")
+    assert said(timed).startswith(f"{name}, ") and ", 08:15 PST: is that right?" in said(timed)
+    assert customer.held() == []
+
+
+@pytest.mark.parametrize("answer, date, time", [
+    ("tues around 3", "2026-11-17", "15:00"), ("thurs 10am", "2026-11-19", "10:00"),
+    ("wed at 2", "2026-11-18", "14:00"), ("mon", "2026-11-16", None), ("on sat", "2026-11-14", None),
+    ("Tuesday last week at 1pm", "2026-11-10", "13:00"),
+])
+async def test_weekday_abbreviations_answer_the_question_the_first_time(service: Service, answer: str, date: str,
+                                                                        time: str | None):
+    customer = Customer(service)
+    await customer.says("the notetaker never joined the Vendor Sync")
+    outcome = await customer.says(answer)
+    decision = outcome.decision
+    assert decision is not None and decision.details.date == date and decision.details.time == time
+    assert decision.missing == (() if time else ("time",)) and not decision.escalate
+    assert customer.held() == []
+
+
+async def test_a_lowercase_dashed_name_keeps_both_sides_without_the_day_and_time(service: Service):
+    dashed = await Customer(service).says("the notetaker didn't join partner sync - umbrella corp thursday 11am")
+    assert dashed.decision is not None and dashed.decision.details.meeting_name == "partner sync - umbrella corp"
+    assert said(dashed) == "partner sync - umbrella corp, Thu 19 Nov 2026, 11:00 PST: is that right?"
+
+
+async def test_a_typed_name_drops_its_article(service: Service):
+    customer = Customer(service)
+    await customer.says("no recording from yesterday at 3pm")
+    named = await customer.says("the quarterly thing")
+    assert named.decision is not None and named.decision.details.meeting_name == "quarterly thing"
+    assert customer.held() == []
+
+
+async def test_a_correction_of_another_field_does_not_bring_back_a_question_already_asked(
+        service: Service, sqlite_store: Store):
+    customer = Customer(service)
+    first = await customer.says("The recording of our Weekly Sync yesterday is missing")
+    assert first.decision is not None and first.decision.missing == ("time",)
+    await customer.says("hmm")
+    third = await customer.says("sorry, it was Wednesday actually")  # the date again, still no time
+    decision = third.decision
+    assert decision is not None and decision.escalate and "form.meeting.unreadable" in decision.rules
+    assert third.brief is not None and third.brief.missing == ["time"] and third.brief.details["date"] == "2026-11-18"
+    assert customer.held() == []
+    lines = await bot_lines(sqlite_store, third)
+    assert len(lines) == len(set(lines)) == 3
+
+
+async def test_naming_a_wrong_part_asks_for_it_in_words_not_used_before(service: Service, sqlite_store: Store):
+    customer = Customer(service)
+    await customer.says("The recording of our Weekly Sync yesterday is missing")
+    await customer.says("at 4pm")
+    part = await customer.says("yes but the time is wrong")
+    assert part.decision is not None and part.decision.missing == ("time",)
+    fixed = await customer.says("4:30pm")
+    assert said(fixed) == "Weekly Sync, Thu 19 Nov 2026, 16:30 PST: is that right?"
+    done = await customer.says(":+1:")
+    assert done.decision is not None and "form.meeting.confirmed" in done.decision.rules
+    assert customer.held() == []
+    lines = await bot_lines(sqlite_store, done)
+    assert len(lines) == len(set(lines)) == 5

@@ -4,6 +4,9 @@
 empty recording, every meeting failing since a time, the notetaker in a meeting nobody invited it
 to, ...) and calm messages that only sound alarming (privacy and security how-tos, "URGENT: how do
 I ..."). ``holdout.jsonl`` is never tuned on: it is only checked here for staying separate.
+
+A row may also say where it must go: ``route`` and ``severity`` for a must-escalate row, ``intent`` for a
+calm one (a bug report goes to a person for a draft, a meeting issue gathers the meeting's details).
 """
 
 import json
@@ -57,6 +60,10 @@ def test_must_escalate_with_the_right_kind(engine, row):
     assert row["kind"] in {s.kind for s in decision.signals}, decision.rules
     for signal in decision.signals:
         assert signal.evidence and signal.evidence in row["text"]
+    if "route" in row:
+        assert decision.route == row["route"], decision.rules
+    if "severity" in row:
+        assert decision.severity.name == row["severity"], decision.rules
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r["expect"] == "calm"], ids=lambda r: r["id"])
@@ -68,3 +75,21 @@ def test_must_not_escalate(engine, policy, row):
              if policy.signals[s.kind].escalate and s.severity >= policy.escalation.min_severity]
     assert not risky, decision.rules
     assert policy.intents[decision.intent].tier is not Tier.human, decision.rules
+    if "intent" in row:
+        assert decision.intent == row["intent"], decision.rules
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r["expect"] == "calm" and r.get("intent") not in (None, "how_to")],
+                         ids=lambda r: r["id"])
+def test_calm_rows_with_an_intent_get_its_outcome(bot, policy, row):
+    # Through the engine as it runs (with the help center): an assisted intent goes to a person with the
+    # brief; an intent with a form asks for what is missing (or reads the details back) without a handoff.
+    # (A how-to's answer is the help center's business: tests/test_paraphrases.py.)
+    decision = bot.triage(row["text"])
+    spec = policy.intents[row["intent"]]
+    assert decision.intent == row["intent"], decision.rules
+    if spec.tier is Tier.assisted:
+        assert decision.escalate and f"tier.{row['intent']}.assisted" in decision.rules, decision.rules
+    elif spec.form:
+        assert not decision.escalate and decision.reply, decision.rules
+        assert decision.missing or decision.awaiting == "confirm", decision.rules

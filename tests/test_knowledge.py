@@ -14,7 +14,7 @@ import structlog
 
 from bot import embeddings
 from bot.embeddings import INSTALL, Embedder
-from bot.knowledge import KnowledgeBase, KnowledgeError, leans_on_previous, sentences
+from bot.knowledge import KnowledgeBase, KnowledgeError, focus, is_specific, leans_on_previous, sentences
 from bot.policy import Knowledge as KnowledgeSettings
 
 GOLD = [json.loads(line) for line in
@@ -301,3 +301,88 @@ def test_a_repeated_question_is_embedded_once(knowledge):
     first = embedder.embed("a question asked twice, word for word")
     assert embedder.embed("a question asked twice, word for word") is first
     assert not first.flags.writeable
+
+
+# ---- real phrasing: the part that asks, and names the help center never mentions ----
+
+@pytest.mark.parametrize("question, parts", [
+    ("fyi our accountant is asking, where can I download old invoices?", ["where can I download old invoices?"]),
+    ("ok so: how do I turn off public links, since legal wants that?", ["how do I turn off public links"]),
+    ("Thanks for the quick reply yesterday. Different topic. Can the notetaker skip private meetings?",
+     ["Can the notetaker skip private meetings?"]),
+    ("how do I connect my calendar?", []),
+])
+def test_focus_finds_the_sentence_and_the_clause_that_ask(question, parts):
+    found = focus(question)
+    assert found[0] == question and found[1:] == parts
+
+
+def test_focus_reads_a_long_message_for_its_question_not_its_paste():
+    text = "can I keep transcripts but drop the video? " + "Log line 42: nothing to see here. " * 200
+    assert focus(text) == ["can I keep transcripts but drop the video?"]
+
+
+@pytest.mark.parametrize("word, specific", [
+    ("hipaa", True), ("jira", True), ("zapier", True), ("mp3", True), ("27001", True), ("okta", True),
+    ("colleague", False), ("unlink", False), ("reconnected", False), ("login", False), ("permissions", False),
+    ("2pm", False), ("15th", False), ("1s", False), ("90", False),
+])
+def test_rare_specific_terms_are_told_from_common_words(word, specific):
+    common = embeddings.vocabulary()
+    assert common is not None and is_specific(word, common) is specific
+
+
+@pytest.mark.parametrize("question", [
+    "are you HITRUST certified?", "can summaries go to Zoho CRM?", "is there a Basecamp integration?",
+    "do you support SCIM user provisioning with Okta?",
+])
+def test_a_question_about_something_no_article_names_is_not_answered_from_a_related_sentence(knowledge, question):
+    assert knowledge.answer(question) is None
+    assert KnowledgeBase.load(None, knowledge.settings, lexical=True).answer(question) is None
+
+
+@pytest.mark.parametrize("question, article", [
+    ("how do I delete a recordng", "delete-recording"),  # a typing slip is not a name
+    ("how do I stop the notetaker joining my 1:1s", "auto-join"),  # nor is a small number
+    ("we log in with Okta, so how do I change my email?", "change-email"),  # named in the clause that does not ask
+])
+def test_slips_small_numbers_and_names_outside_the_question_still_get_an_answer(knowledge, question, article):
+    answer = knowledge.answer(question)
+    assert answer is not None and answer.article.id == article
+
+
+def test_what_the_whole_message_adds_can_choose_the_sentence(knowledge):
+    answer = knowledge.answer("our company signs us in with SSO, so how do I change my email?")
+    assert answer is not None and "single sign-on" in answer.text
+
+
+# ---- the answer says what was asked ----
+
+@pytest.mark.parametrize("question, says", [
+    ("how do I add someone to our workspace?", ["Settings > Members > Invite"]),
+    ("how long do you keep recordings on each plan?", ["Free plan", "Pro plan", "Business plan"]),
+    ("how can I give a member admin rights?", ["Change role"]),
+    ("can people at other companies watch our recordings?", ["public link"]),
+    ("does notewise work with google meet?", ["works with"]),
+    ("is our data secure with notewise?", ["encrypted"]),
+    ("what does the Business plan cost per seat?", ["cost"]),
+])
+def test_the_answer_says_what_was_asked(knowledge, question, says):
+    answer = knowledge.answer(question)
+    assert answer is not None, question
+    for words in says:
+        assert words in answer.text, (question, answer.text)
+
+
+def test_a_price_question_gets_a_price_or_no_answer(tmp_path: Path):
+    (tmp_path / "plans.md").write_text(
+        "---\nid: plans\ntitle: Plans\nurl: https://help.example.com/plans\n---\n"
+        "The Pro plan includes unlimited recordings and summaries. The Team plan adds shared folders.\n")
+    kb = KnowledgeBase.load(tmp_path)
+    assert kb.answer("what does the Pro plan include?") is not None
+    assert kb.answer("how much does the Pro plan cost?") is None  # a list of features is no price
+    (tmp_path / "plans.md").write_text(
+        "---\nid: plans\ntitle: Plans\nurl: https://help.example.com/plans\n---\n"
+        "The Pro plan includes unlimited recordings and summaries. The Pro plan costs $12 per user a month.\n")
+    answer = KnowledgeBase.load(tmp_path).answer("how much does the Pro plan cost?")
+    assert answer is not None and "$12" in answer.text

@@ -302,7 +302,7 @@ async def test_eval_reports_the_offline_and_the_model_assisted_engine_side_by_si
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert fake.server is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATON_")) or k == "BATON_CACHE_DIR"}
     env.update({"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": str(fake.server.make_url("/v1")),
                 "BATON_MODEL": "fake-model"})
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "eval", str(data), "--json", env=env,
