@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     triage.add_argument("--now", help="ISO-8601 'now' for resolving relative dates (default: the clock)")
     triage.add_argument("--tz", help="IANA time zone of the customer (default: UTC)")
     triage.add_argument("--offline", action="store_true", help=OFFLINE)
+    triage.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="offline, decide in N processes (default: one per CPU core, at most 4; 1: this process)")
 
     ev = sub.add_parser("eval", help="score the detectors on labelled JSON lines {id, text, category, source?}")
     ev.add_argument("file", help="e.g. ../shared/eval/dev_messages.jsonl")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
@@ -214,6 +215,10 @@ def triage(args: argparse.Namespace) -> int:
         rows: Iterator[Row] = read_models(stream, TriageInput)
         if llm is None:  # the rules alone: no event loop, nothing per message but the engine
             out = sys.stdout
+            jobs = args.jobs if getattr(args, "jobs", 0) > 0 else min(os.cpu_count() or 1, MAX_JOBS)
+            if jobs > 1:
+                _triage_in_processes(engine, rows, moment, out, jobs=jobs)
+                return 0
             for _number, row, error, raw_id in rows:
                 if row is None:
                     out.write(refused(raw_id, error))
@@ -235,6 +240,66 @@ def triage(args: argparse.Namespace) -> int:
     if assist.fell_back:
         print(f"baton: {assist.usage()}", file=sys.stderr)
     return 0
+
+
+MAX_JOBS = 4
+CHUNK = 64
+"""Input lines per piece of work sent to a ``triage`` worker process."""
+_worker_engine: Engine | None = None
+"""The engine in a ``triage`` worker process: the parent's, inherited when the worker is forked."""
+
+
+def _decide_chunk(chunk: list[tuple[str, datetime, str | None] | None]) -> list[str | None]:
+    """In a worker: the ``triage`` contract, as JSON, for each message of ``chunk`` (``None`` stays ``None``)."""
+    engine = _worker_engine
+    assert engine is not None
+    return [None if item is None else
+            json.dumps(engine.triage(item[0], now=item[1], zone=item[2]).contract(), ensure_ascii=False)
+            for item in chunk]
+
+
+def _triage_in_processes(engine: Engine, rows: Iterator[Row], moment: _Moment, out: IO[str], *, jobs: int) -> None:
+    """The offline ``triage`` loop over ``jobs`` forked processes, in chunks, output in input order.
+    Each worker shares the parent's engine (policy, rules, help center and embedding model), copied on
+    write, so it starts at once and is the same engine."""
+    import multiprocessing
+
+    global _worker_engine
+    _worker_engine = engine
+
+    def chunks() -> Iterator[tuple[list[tuple[Any, str | None]], list[tuple[str, datetime, str | None] | None]]]:
+        ids: list[tuple[Any, str | None]] = []
+        work: list[tuple[str, datetime, str | None] | None] = []
+        for _number, row, error, raw_id in rows:
+            if row is None:
+                ids.append((raw_id, error))
+                work.append(None)
+            else:
+                now, zone_name = moment.of_row(row)
+                ids.append((row.id, None))
+                work.append((row.text, now, zone_name))
+            if len(work) == CHUNK:
+                yield ids, work
+                ids, work = [], []
+        if work:
+            yield ids, work
+
+    pieces = chunks()
+    meta: deque[list[tuple[Any, str | None]]] = deque()
+
+    def feed() -> Iterator[list[tuple[str, datetime, str | None] | None]]:
+        for ids, work in pieces:
+            meta.append(ids)
+            yield work
+
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for decided in pool.imap(_decide_chunk, feed()):
+            for (row_id, error), contract in zip(meta.popleft(), decided, strict=True):
+                if contract is None:
+                    out.write(json.dumps({"id": row_id, "error": error}) + "\n")
+                else:
+                    out.write('{"id": ' + json.dumps(row_id, ensure_ascii=False) + ", " + contract[1:] + "\n")
+    _worker_engine = None
 
 
 # ---- eval ----

@@ -10,7 +10,8 @@ onnxruntime folds those into float32 tensors at load, which costs about 155 MB a
 once per model file, :func:`_dynamic_int8` rewrites the graph with the ``onnx`` library into dynamic
 int8 matrix products (the same int8 weights and scales, activations quantised per call) and an int8
 embedding table: about 45 MB and 2.5 ms a question, vectors within cosine 0.995 of the packaged
-graph's. The rewritten file is kept in the cache folder, named after the packaged file's checksum.
+graph's. The rewritten file is kept in the cache folder, named after the packaged file's checksum, with
+its own SHA-256 beside it, checked at every load.
 
 When the model is missing or its checksum fails, :func:`load_embedder` logs a warning once (naming the
 package and how to install it) and returns ``None``: the help center then ranks with the lexical score
@@ -263,6 +264,24 @@ def vocabulary() -> frozenset[str] | None:
         return words
 
 
+def _digest_file(rewritten: Path) -> Path:
+    return rewritten.with_name(rewritten.name + ".sha256")
+
+
+def _cached_rewrite(rewritten: Path) -> bytes | None:
+    """The rewritten model kept in the cache, if its SHA-256 matches the one written beside it when it was
+    made; a missing, partial or altered file is made again."""
+    try:
+        data = rewritten.read_bytes()
+        expected = _digest_file(rewritten).read_text().strip()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != expected:
+        log.warning("embedding_cache_mismatch", path=str(rewritten), effect="preparing the model again")
+        return None
+    return data
+
+
 def _build(cache: Path | None) -> Embedder:
     model_path = _package_file(MODEL_MODULE, MODEL_FILE, MODEL_PACKAGE)
     tokenizer_path = _package_file(TOKENIZER_MODULE, TOKENIZER_FILE, TOKENIZER_PACKAGE)
@@ -272,8 +291,9 @@ def _build(cache: Path | None) -> Embedder:
     version = f"{MODEL_SHA256[:16]}-{TOKENIZER_SHA256[:16]}-{_REWRITE}"
     rewritten = cache / f"minilm-{MODEL_SHA256[:16]}-{_REWRITE}.onnx" if cache is not None else None
     model: bytes | str
-    if rewritten is not None and rewritten.is_file():
-        model = str(rewritten)
+    cached = _cached_rewrite(rewritten) if rewritten is not None else None
+    if cached is not None:
+        model = cached
     else:
         model = str(model_path)
         try:
@@ -288,7 +308,7 @@ def _build(cache: Path | None) -> Embedder:
                 partial = rewritten.with_name(f".{rewritten.name}.{os.getpid()}.tmp")
                 partial.write_bytes(model)
                 os.replace(partial, rewritten)
-                model = str(rewritten)  # the session reads the file: the bytes can go now
+                _digest_file(rewritten).write_text(hashlib.sha256(model).hexdigest())
             except OSError as err:
                 log.warning("embedding_cache_not_written", path=str(rewritten), error=str(err))
     try:

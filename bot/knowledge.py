@@ -166,6 +166,12 @@ def focus(question: str) -> list[str]:
     return parts
 
 
+_OWNER_NOUNS = frozenset("""workspace workspaces team teams org orgs organisation organization company corp corporation
+inc ltd llc gmbh office""".split())
+"""Nouns after which an unknown word names the customer's own organisation, not what the question is about
+("account" is not one: "my GitHub account" names another product)."""
+
+
 def is_specific(word: str, common: frozenset[str]) -> bool:
     """Whether ``word`` (lower case) is a rare, specific term: a code or a number of three digits or more,
     or a word that is not in ``common`` (:func:`bot.embeddings.vocabulary`), neither without a common
@@ -364,16 +370,20 @@ class KnowledgeBase:
         no article mentions."""
         weights: dict[str, float] = {}
         specific: set[str] = set()
-        for word in words(text):
+        sequence = words(text)
+        for index, word in enumerate(sequence):
             if word in STOPWORDS:
                 continue
+            # The customer's own names ("the Acme Corp workspace", "our globex team") are not the subject.
+            owned = index + 1 < len(sequence) and sequence[index + 1] in _OWNER_NOUNS
             term = stem(word)
             if term in self._idf:
                 weights[term] = self._idf[term]
                 continue
             # A word no article uses weighs as much as a word of one article.
             weights[term] = self._unknown_idf
-            if self._common is not None and is_specific(word, self._common) and not self._misspelt(word):
+            if self._common is not None and not owned and is_specific(word, self._common) \
+                    and not self._misspelt(word):
                 specific.add(term)
         return _Query(text, weights, len(specific))
 

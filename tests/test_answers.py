@@ -133,3 +133,13 @@ def test_a_platform_feature_the_help_center_never_names_goes_to_a_person_not_to_
     decision = bot.triage("does the notetaker support Zoom webinars?")
     assert decision.escalate and "knowledge.no_answer" in decision.rules and decision.missing == ()
     assert bot.triage("can the notetaker record Zoom calls?").citations
+
+
+@pytest.mark.parametrize("question", [
+    "how do I invite a teammate to the Acme Corp workspace?",
+    "how do I connect my Outlook calendar for our Globex team?",
+])
+def test_the_customers_own_names_are_not_a_subject_the_help_center_lacks(bot: Engine, question: str):
+    decision = bot.triage(question)
+    assert not decision.escalate and decision.citations, decision.rules
+    assert bot.triage("is notewise HIPAA compliant?").escalate  # a rare term that is the subject still abstains

@@ -23,6 +23,21 @@ def baton(*args: str, stdin: str | None = None, env: dict[str, str] | None = Non
                           env=full_env, cwd=cwd or ROOT, timeout=120, check=False)
 
 
+def test_triage_in_worker_processes_prints_what_one_process_prints_in_order():
+    texts = ["You charged us twice!", "how do I connect outlook?", "the recording of our standup is missing",
+             "hi", "is notewise GDPR compliant?", "we are moving to another tool next month"]
+    lines = [json.dumps({"id": i, "text": f"{texts[i % len(texts)]} ({i})", "now": "2026-11-23T10:00:00"})
+             for i in range(150)]
+    lines.insert(70, "{not json")
+    stdin = "\n".join(lines) + "\n"
+    one = baton("triage", "-", "--jobs", "1", stdin=stdin)
+    three = baton("triage", "-", "--jobs", "3", stdin=stdin)
+    assert one.returncode == 0 and three.returncode == 0, (one.stderr, three.stderr)
+    assert three.stdout == one.stdout
+    out = [json.loads(line) for line in three.stdout.splitlines()]
+    assert len(out) == 151 and "error" in out[70] and [o["id"] for o in out if "error" not in o] == list(range(150))
+
+
 def test_triage_follows_the_contract_in_order():
     lines = [
         {"id": 1, "text": "You charged us twice!"},

@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,11 @@ class Terminal:
     def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
         pid, fd = pty.fork()
         if pid == 0:  # the child: a session leader with the terminal as its controlling terminal
+            # Start as from a shell, whatever the test process did to its signals (exec keeps a mask and
+            # ignored signals).
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
             os.chdir(cwd)
             os.execve(sys.executable, [sys.executable, "-m", "bot", *args], env or playground_env())
         self.pid, self.fd = pid, fd
@@ -134,6 +140,7 @@ def test_ctrl_c_at_the_prompt_leaves_cleanly(terminal: Any) -> None:
     term = terminal()
     term.expect("you> ")
     term.send("How do I delete a record")  # half typed
+    term.expect("a record")  # echoed: the prompt is reading the line
     term.send("\x03")
     term.expect("Bye.")
     assert term.wait() == 0

@@ -386,3 +386,20 @@ def test_a_price_question_gets_a_price_or_no_answer(tmp_path: Path):
         "The Pro plan includes unlimited recordings and summaries. The Pro plan costs $12 per user a month.\n")
     answer = KnowledgeBase.load(tmp_path).answer("how much does the Pro plan cost?")
     assert answer is not None and "$12" in answer.text
+
+
+def test_an_altered_cached_model_is_prepared_again(tmp_path: Path):
+    """The rewritten model in the cache is checked against the SHA-256 written beside it at every load."""
+    first = embeddings._build(tmp_path)
+    [cached] = list(tmp_path.glob("minilm-*.onnx"))
+    digest = cached.with_name(cached.name + ".sha256").read_text()
+    cached.write_bytes(cached.read_bytes()[:-100] + b"\0" * 100)  # bit rot, or someone's edit
+    with structlog.testing.capture_logs() as logs:
+        again = embeddings._build(tmp_path)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["embedding_cache_mismatch"]
+    assert cached.with_name(cached.name + ".sha256").read_text() == digest
+    with structlog.testing.capture_logs() as logs:
+        embeddings._build(tmp_path)
+    assert not logs
+    question = "how do I invite a teammate?"
+    assert np.allclose(first.embed(question), again.embed(question))
