@@ -20,10 +20,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from bot.engine import Engine
 from bot.evaluation import CALM, LabelledRow, Report
@@ -148,20 +148,22 @@ async def _ordered(items: Iterator[T], work: Callable[[T], Coroutine[Any, Any, s
 # ---- triage ----
 
 
+def _zone_name(name: str) -> str:
+    zone(name)  # raises ValueError naming the zone when it is unknown
+    return name
+
+
+ZoneName = Annotated[str, AfterValidator(_zone_name)]
+"""An IANA time zone's name, checked."""
+
+
 class TriageInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: Any = None
     text: str
     now: datetime | None = None
-    tz: str | None = None
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            zone(v)
-        return v
+    tz: ZoneName | None = None
 
 
 def _open(name: str) -> AbstractContextManager[IO[str]]:
@@ -547,17 +549,10 @@ class ReplayConversation(BaseModel):
     id: Any = None
     messages: list[ReplayMessage] = Field(min_length=1)
     outcome: ReplayOutcome | None = None
-    tz: str | None = None
+    tz: ZoneName | None = None
     """The customer's IANA time zone, as a Slack profile gives it."""
     customer: str | None = None
     """The customer's id; conversations that share it are one customer's (for repeat contacts)."""
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            zone(v)
-        return v
 
 
 def replay(args: argparse.Namespace) -> int:

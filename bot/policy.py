@@ -41,12 +41,16 @@ SeverityName = Annotated[Severity, BeforeValidator(_parse_severity)]
 
 
 def _check_patterns(patterns: list[str]) -> list[str]:
-    for p in patterns:
-        try:
-            re.compile(p.replace(" ", _SPACE))  # as _compile reads it: a space is any run of white space
-        except re.error as exc:
-            hint = " (a space matches any run of white space; write \\s for exactly one)" if " " in p else ""
-            raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}{hint}") from None
+    try:
+        _compile(patterns)  # as the rule will use them (re's cache keeps it for the rule's own compile)
+    except re.error as together:
+        for p in patterns:  # name the pattern at fault
+            try:
+                re.compile(p.replace(" ", _SPACE))  # as _compile reads it: a space is any run of white space
+            except re.error as exc:
+                hint = " (a space matches any run of white space; write \\s for exactly one)" if " " in p else ""
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}{hint}") from None
+        raise ValueError(f"the patterns are not a valid regular expression together: {together}") from None
     return patterns
 
 
