@@ -268,18 +268,19 @@ def _digest_file(rewritten: Path) -> Path:
     return rewritten.with_name(rewritten.name + ".sha256")
 
 
-def _cached_rewrite(rewritten: Path) -> bytes | None:
-    """The rewritten model kept in the cache, if its SHA-256 matches the one written beside it when it was
-    made; a missing, partial or altered file is made again."""
+def _cached_rewrite(rewritten: Path) -> str | None:
+    """The path of the rewritten model kept in the cache, if its SHA-256 matches the one written beside it
+    when it was made; a missing, partial or altered file is made again."""
     try:
-        data = rewritten.read_bytes()
         expected = _digest_file(rewritten).read_text().strip()
+        with rewritten.open("rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
-    if hashlib.sha256(data).hexdigest() != expected:
+    if actual != expected:
         log.warning("embedding_cache_mismatch", path=str(rewritten), effect="preparing the model again")
         return None
-    return data
+    return str(rewritten)
 
 
 def _build(cache: Path | None) -> Embedder:
@@ -309,6 +310,7 @@ def _build(cache: Path | None) -> Embedder:
                 partial.write_bytes(model)
                 os.replace(partial, rewritten)
                 _digest_file(rewritten).write_text(hashlib.sha256(model).hexdigest())
+                model = str(rewritten)  # the session reads the file: the bytes can go now
             except OSError as err:
                 log.warning("embedding_cache_not_written", path=str(rewritten), error=str(err))
     try:
