@@ -9,6 +9,7 @@ original and a signal's evidence can always be quoted verbatim from what the cus
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Raw platform markup (the form a `triage` input or a test may carry):
 # Slack: <https://x|label>, <mailto:a@b|a@b>, <@U123>, <@U123|name>, <#C123|name>, <!here>, <!subteam^S1|@team>.
@@ -28,8 +29,10 @@ def _blank(match: re.Match[str]) -> str:
     return " " * (match.end() - match.start())
 
 
+@lru_cache(maxsize=256)
 def plain(text: str) -> str:
-    """``text`` with links, mentions, emoji codes and markup replaced by spaces (same length)."""
+    """``text`` with links, mentions, emoji codes and markup replaced by spaces (same length). Cached: the
+    detectors, the intent cues, small talk and the help center all read it for the same message."""
     if not text:
         return text
     out = _ANGLED.sub(_blank, text)

@@ -3,35 +3,25 @@
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import chat
 import pytest
 
 from bot.engine import Engine
-from bot.model import ConversationState, Message, Person
+from bot.model import ConversationState, Person
 from bot.service import Outcome, Service
 from bot.store import Store
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
-_ids = itertools.count()
 
 
-class Customer:
+def Customer(service: Service) -> chat.Customer:  # noqa: N802
     """One customer writing in one thread, a minute between messages."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.person = Person(id="U0ROBIN", name="Robin Vale", organisation="T0CUSTOMER")
-        self.at = START
-
-    async def says(self, text: str) -> Outcome:
-        self.at += timedelta(minutes=1)
-        return await self.service.handle(Message(
-            platform="slack", workspace="T0VENDOR", channel="C0SHARED", thread="1700000000.000200",
-            author=self.person, text=text, at=self.at, event_id=f"EvA{next(_ids)}"))
+    return chat.Customer(service, start=START, person=Person(id="U0ROBIN", name="Robin Vale",
+                                                             organisation="T0CUSTOMER"))
 
 
 @pytest.fixture

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import chat
 import pytest
 
 from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
-from bot.model import ConversationState, Message, Person, Role
+from bot.model import ConversationState, Person, Role
 from bot.policy import load_policy
 from bot.service import Outcome, Service
 from bot.store import Store
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
-_ids = itertools.count()
 
 
-class Customer:
+def Customer(service: Service, *, name: str = "Dana Smith", organisation: str = "T0CUSTOMER",  # noqa: N802
+             timezone: str | None = None) -> chat.Customer:
     """One customer writing in one thread, a minute between messages."""
-
-    def __init__(self, service: Service, *, name: str = "Dana Smith", organisation: str = "T0CUSTOMER",
-                 timezone: str | None = None, thread: str = "1700000000.000100") -> None:
-        self.service = service
-        self.person = Person(id="U0DANA", name=name, organisation=organisation, timezone=timezone)
-        self.thread = thread
-        self.at = START
-
-    async def says(self, text: str, *, role: Role = Role.customer) -> Outcome:
-        author = self.person if role is Role.customer else Person(id="U0AGENT", name="Sam Agent", role=role)
-        self.at += timedelta(minutes=1)
-        return await self.service.handle(Message(
-            platform="slack", workspace="T0VENDOR", channel="C0SHARED", thread=self.thread, author=author,
-            text=text, at=self.at, event_id=f"Ev{next(_ids)}"))
+    return chat.Customer(service, start=START, person=Person(id="U0DANA", name=name, organisation=organisation,
+                                                             timezone=timezone))
 
 
 @pytest.fixture

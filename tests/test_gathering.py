@@ -7,22 +7,21 @@ spoken times, and never a held duplicate on any of these paths.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import chat
 import pytest
 
 from bot.engine import Engine
-from bot.model import ConversationState, Message, Person, Role
+from bot.model import ConversationState, Person, Role
 from bot.service import Outcome, Service
 from bot.store import Store
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # Friday 20 November 2026, in business hours
-_ids = itertools.count()
 
 
 @pytest.fixture
@@ -40,26 +39,10 @@ def service(sqlite_store: Store, bot: Engine) -> Service:
     return Service(bot, sqlite_store)
 
 
-class Customer:
+def Customer(service: Service, *, timezone: str | None = "America/Los_Angeles") -> chat.Customer:  # noqa: N802
     """One customer (in Los Angeles, as their Slack profile says) writing in one thread, a minute apart."""
-
-    def __init__(self, service: Service, *, timezone: str | None = "America/Los_Angeles") -> None:
-        self.service = service
-        self.person = Person(id="U0KIM", name="Kim Lee", organisation="T0CUSTOMER", timezone=timezone)
-        self.thread = f"1700000000.{next(_ids):06d}"
-        self.at = START
-        self.outcomes: list[Outcome] = []
-
-    async def says(self, text: str) -> Outcome:
-        self.at += timedelta(minutes=1)
-        outcome = await self.service.handle(Message(
-            platform="slack", workspace="T0VENDOR", channel="C0SHARED", thread=self.thread, author=self.person,
-            text=text, at=self.at, event_id=f"Ev{next(_ids)}"))
-        self.outcomes.append(outcome)
-        return outcome
-
-    def held(self) -> list[str]:
-        return [a.text for o in self.outcomes for a in o.actions if a.kind == "hold"]  # type: ignore[union-attr]
+    return chat.Customer(service, start=START, person=Person(id="U0KIM", name="Kim Lee", organisation="T0CUSTOMER",
+                                                             timezone=timezone))
 
 
 def said(outcome: Outcome) -> str:

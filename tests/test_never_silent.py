@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import chat
 import openai
 import pytest
 from openai_fake import FakeOpenAI
@@ -29,7 +30,6 @@ from bot.model import (
     OpenHandoff,
     Person,
     Reply,
-    Role,
     Severity,
 )
 from bot.policy import Policy, PolicyError, load_policy
@@ -360,19 +360,9 @@ def test_the_calm_rows_are_there():
 # ---- through the service, with a real store ----
 
 
-class Customer:
-    def __init__(self, service: Service, *, start: datetime = WEDNESDAY, timezone: str | None = None) -> None:
-        self.service = service
-        self.person = Person(id="U0DANA", name="Dana Smith", organisation="T0CUSTOMER", timezone=timezone)
-        self.at = start
-        self.thread = f"17000000{next(_ids)}.000100"
-
-    async def says(self, text: str, *, role: Role = Role.customer) -> Outcome:
-        author = self.person if role is Role.customer else Person(id="U0AGENT", name="Sam Agent", role=role)
-        self.at += timedelta(minutes=1)
-        return await self.service.handle(Message(
-            platform="slack", workspace="T0VENDOR", channel="C0SHARED", thread=self.thread, author=author,
-            text=text, at=self.at, event_id=f"Ev{next(_ids)}"))
+def Customer(service: Service, *, start: datetime = WEDNESDAY, timezone: str | None = None) -> chat.Customer:  # noqa: N802
+    return chat.Customer(service, start=start, person=Person(id="U0DANA", name="Dana Smith",
+                                                             organisation="T0CUSTOMER", timezone=timezone))
 
 
 def replies(outcome: Outcome) -> list[str]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from bot.model import Signal
 from bot.policy import Policy
-from bot.triage.signals import cleaned, is_question
+from bot.text import plain
+from bot.triage.signals import is_question
 
 SIGNAL_VOTE = 2.0
 _PRIOR = 1.0  # evidence mass given to "none of the above"
@@ -27,7 +28,7 @@ class IntentResult:
 
 
 def classify(text: str, signals: list[Signal], policy: Policy) -> IntentResult:
-    clean = cleaned(text)
+    clean = plain(text)
     scores: dict[str, float] = {}
     cues: dict[str, list[str]] = {}
     substantive: set[str] = set()  # intents with more than topic cues: a problem cue or a signal's vote

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from bot.model import Severity, Signal
 from bot.policy import Policy, Rule
@@ -31,12 +30,6 @@ _POSSESSIVES = frozenset({"my", "our", "your", "his", "her", "their"})
 _MAX_COMBINED = 160  # characters of evidence when weak cues add up
 QUESTION_RULE = "escalation.how_to_question"
 """Listed when a how-to question kept emphasis or weak cues from escalating."""
-
-
-@lru_cache(maxsize=16)
-def cleaned(text: str) -> str:
-    """:func:`bot.text.plain`, once per text (signals and intents both read it)."""
-    return plain(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +56,7 @@ def _negated(text: str, start: int, policy: Policy) -> bool:
 
 def find_hits(text: str, policy: Policy) -> list[Hit]:
     """Every rule that fires on ``text``, with its first un-negated match (evidence from ``text`` itself)."""
-    clean = cleaned(text)
+    clean = plain(text)
     hits: list[Hit] = []
     for kind, spec in policy.signals.items():
         for rule in spec.rules:
@@ -83,7 +76,7 @@ def find_hits(text: str, policy: Policy) -> list[Hit]:
 
 def is_question(text: str, policy: Policy) -> bool:
     """Whether ``text`` asks a how-to question (a cue of ``escalation.questions`` matches)."""
-    clean = cleaned(text)
+    clean = plain(text)
     return any(cue.regex.search(clean) for cue in policy.question_cues)
 
 
