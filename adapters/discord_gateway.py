@@ -5,9 +5,10 @@ channels become platform-free messages; the bot answers in a thread on the custo
 forum, in the post). What the outbox sends a Discord customer goes out through discord.py's REST
 client and its rate-limit buckets. Nothing here decides anything.
 
-No message is lost to a reconnect or a restart: the last message seen in each channel and thread is
-kept in the database, and after every READY and RESUMED what came after it is fetched and handled;
-the inbox's unique message id makes sure nothing is answered twice.
+No message is lost to a reconnect, a restart or a crash: a message is stored in the inbox before the
+cursor (the last message seen in each channel and thread, kept in the database) moves past it, and
+after every READY and RESUMED what came after the cursor is fetched; the inbox's unique message id
+makes sure nothing is answered twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import aiohttp
 import discord
@@ -28,11 +29,15 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.tracker import Tracker
 from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
-from bot.service import Service
+from bot.platform import Platform, PlatformConfigError
+from bot.service import thread_of
 from bot.settings import Settings
+from bot.store import Inbound
+
+if TYPE_CHECKING:
+    from bot.app import Application
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +60,7 @@ INTENT_HELP = ("turn on the Message Content intent: Discord Developer Portal -> 
                "must also be approved for it)")
 
 
-class DiscordConfigError(Exception):
+class DiscordConfigError(PlatformConfigError):
     """The Discord configuration cannot work; the message says what to fix."""
 
 
@@ -119,7 +124,7 @@ class BatonClient(discord.AutoShardedClient):
         self.adapter = adapter
 
     async def setup_hook(self) -> None:
-        await self.adapter.setup()
+        await self.adapter.checks()
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
@@ -140,17 +145,27 @@ class BatonClient(discord.AutoShardedClient):
         self.adapter.catch_up(f"resumed:{shard_id}")
 
 
-class DiscordAdapter:
-    """The Discord edge. Construct, ``await start()`` (log in, check, connect), ``await stop()``.
+def from_app(app: Application) -> DiscordAdapter:
+    """The registry's factory: Discord from the application's settings (raises :class:`DiscordConfigError`)."""
+    return DiscordAdapter(app, DiscordConfig.from_settings(app.settings))
+
+
+class DiscordAdapter(Platform):
+    """The Discord edge: ``setup()`` logs in and checks, ``start()`` connects the gateway in the
+    background (the application ends when it gives up for good), ``stop()``.
 
     It is the outbox's transport for Discord customers and gives the Slack card its link."""
 
-    def __init__(self, service: Service, config: DiscordConfig, *, workers: int = 8, **client_options: Any) -> None:
-        self.service = service
+    name = PLATFORM
+    gateway = True
+
+    def __init__(self, app: Application, config: DiscordConfig, *, workers: int = 8, **client_options: Any) -> None:
+        super().__init__(app)
+        self.service = app.service
+        self.inbox = app.inbox
         self.config = config
         self.client = BatonClient(self, **client_options)
-        self.tracker = Tracker()
-        self.ready = False
+        self.tracker = app.inbox.tracker
         self.content_missing = 0
         """Messages that arrived with no content at all: the Message Content intent is not granted."""
         self.workers = workers
@@ -173,9 +188,8 @@ class DiscordAdapter:
 
     # ---- lifecycle ----
 
-    async def start(self) -> None:
-        """Log in and check the configuration (raises :class:`DiscordConfigError`), then connect in the
-        background; :attr:`closed` ends when the gateway gives up."""
+    async def setup(self) -> None:
+        """Log in and check the configuration (raises :class:`DiscordConfigError`)."""
         Route.BASE = self.config.api_url
         if self.config.gateway_url:
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
@@ -190,7 +204,18 @@ class DiscordAdapter:
         except DiscordConfigError:
             await self.client.close()
             raise
+
+    async def start(self) -> None:
+        """Connect the gateway in the background; :attr:`closed` ends when it gives up for good."""
         self._connection = asyncio.create_task(self._connect(), name="baton-discord-gateway")
+        self._connection.add_done_callback(self._gone)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            self.application.close_with(task.exception())
+
+    def healthy(self) -> bool:
+        return self.ready and not self.client.is_closed()
 
     @property
     def closed(self) -> asyncio.Task[None]:
@@ -207,6 +232,7 @@ class DiscordAdapter:
             raise DiscordConfigError(f"Discord closed the gateway for good (code {exc.code}): {exc.reason}") from None
 
     async def stop(self) -> None:
+        self.ready = False
         for task in (self._catching_up, self._connection):
             if task is not None and not task.done():
                 task.cancel()
@@ -214,7 +240,7 @@ class DiscordAdapter:
                     await task
         await self.client.close()
 
-    async def setup(self) -> None:
+    async def checks(self) -> None:
         """After login, before the gateway: the intent, and whether each support channel can work."""
         flags = self.client.application_flags
         if not (flags.gateway_message_content or flags.gateway_message_content_limited):
@@ -252,35 +278,48 @@ class DiscordAdapter:
 
     async def on_message(self, message: discord.Message) -> None:
         bound = log.bind(event_id=str(message.id), channel=str(message.channel.id))
+        worked = False
         try:
             async with self._working:
-                await self._message(message, bound)
+                worked = await self._message(message, bound)
         except Exception:
             bound.exception("discord_message_failed", guild=message.guild and message.guild.id,
                             author=message.author.id, content=message.content)  # all of it, so nothing is lost
         finally:
-            await self.tracker.done(str(message.id))
+            if not worked:  # the inbox's worker marks what it worked on
+                await self.tracker.done(str(message.id))
 
-    async def _message(self, message: discord.Message, bound: Any) -> None:
+    async def _message(self, message: discord.Message, bound: Any) -> bool:
         place = await self._place(message.channel)
         if place is None:
-            return  # not a support channel, nor a thread in one: not ours
+            return False  # not a support channel, nor a thread in one: not ours
         parent, thread = place
         me = self.client.user
         if message.author.bot or message.webhook_id or (me is not None and message.author.id == me.id) \
                 or message.type not in _CUSTOMER_TYPES:
             await self._seen(message, parent)
-            return  # bots (ourselves included), webhooks, system messages: on purpose, no reply and no loop
-        translated = await self.translate(message, parent=parent, thread=thread)
+            return False  # bots (ourselves included), webhooks, system messages: on purpose, no reply and no loop
+        translated = await self.to_message(message, parent=parent, thread=thread)
         if translated is None:
             self.content_missing += 1
             bound.error("discord_message_content_missing", author=message.author.id,
                         hint=f"a customer's message arrived with no text: {INTENT_HELP}")
-            return
-        outcome = await self.service.handle(translated)
-        if outcome.ignored:
-            bound.info("message_ignored", reason=outcome.ignored)
+            return False
+        # Durable before the cursor moves past it: a crash from here on leaves it in the inbox.
+        inbound = await self._store(translated, "message")
         await self._seen(message, parent)
+        if inbound is None:
+            bound.info("duplicate_event_dropped")
+            return False
+        await self.inbox.work(inbound)
+        return True
+
+    async def _store(self, message: Message, kind: str) -> Inbound | None:
+        inbound_id = await self.service.receive(message, kind=kind)
+        if inbound_id is None:
+            return None
+        return Inbound(id=inbound_id, platform=PLATFORM, event_id=message.event_id, kind=kind,
+                       payload=message.model_dump(mode="json"), thread_key=thread_of(message))
 
     async def on_edit(self, message: discord.Message, edited_at: str | None) -> None:
         """A customer edited a message: decided again only if it raises the risk."""
@@ -290,11 +329,12 @@ class DiscordAdapter:
             place = await self._place(message.channel)
             if place is None or message.author.bot or message.webhook_id:
                 return
-            translated = await self.translate(message, parent=place[0], thread=place[1],
-                                              event_id=f"{message.id}:edit:{edited_at}")
+            translated = await self.to_message(message, parent=place[0], thread=place[1],
+                                               event_id=f"{message.id}:edit:{edited_at}")
             if translated is not None and translated.author.role is Role.customer:
-                outcome = await self.service.handle_edit(translated)
-                log.info("edit", event_id=translated.event_id, ignored=outcome.ignored)
+                inbound = await self._store(translated, "edit")
+                if inbound is not None:
+                    await self.inbox.work(inbound)
         except Exception:
             log.exception("discord_edit_failed", event_id=str(message.id), content=message.content)
         finally:
@@ -305,7 +345,7 @@ class DiscordAdapter:
         if parent in self._forums:  # a forum's cursor is its newest post (a post's id is its thread's)
             await self.service.store.advance_cursor(PLATFORM, str(parent), message.channel.id)
 
-    async def translate(self, message: discord.Message, *, parent: int, thread: int | None,
+    async def to_message(self, message: discord.Message, *, parent: int, thread: int | None,
                         event_id: str | None = None) -> Message | None:
         """A Discord message as a platform-free :class:`Message`; ``None`` when it carries no content at
         all, which is what Discord sends a bot that lacks the Message Content intent."""
@@ -473,7 +513,7 @@ class DiscordAdapter:
 
     # ---- outbound: the outbox's transport for Discord customers ----
 
-    def permalink(self, conversation: Conversation) -> str:
+    async def permalink(self, conversation: Conversation) -> str:
         """The customer's first message (for a forum post, the post)."""
         channel = conversation.thread if int(conversation.channel) in self._forums else conversation.channel
         web = yarl.URL(self.config.api_url).origin()  # https://discord.com/api/v10 -> https://discord.com

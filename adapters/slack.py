@@ -1,9 +1,11 @@
 """Slack: customers in Slack Connect channels, staff on handoff cards in an internal channel.
 
-A thin edge over one Bolt ``AsyncApp``: events and interactions are translated into platform-free
-messages and service calls; the outbox's actions are translated into Web API calls. Nothing here
-decides anything. ``SlackAdapter.setup`` checks the workspace (as discord.py's ``setup_hook``), and
-``SlackAdapter.web_app`` serves ``POST /slack/events`` (events and interactivity) and ``GET /healthz``.
+A thin edge over one Bolt ``AsyncApp``, as a :class:`bot.platform.Platform`: an event is stored in the
+inbox by a Bolt middleware before Slack gets its 200 (a 503 when the database cannot take it, so that
+Slack retries), and translated into a platform-free message when a worker takes it; interactions
+become service calls; the outbox's actions become Web API calls, each post carrying its outbox id in
+the message's metadata so that a retry after an ambiguous failure finds it instead of posting twice.
+Nothing here decides anything. ``setup`` checks the workspace (as discord.py's ``setup_hook``).
 """
 
 from __future__ import annotations
@@ -15,27 +17,33 @@ import html
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import ClientError, web
+from aiohttp import ClientConnectorError, ClientError, ClientSession, TCPConnector, web
 from dotenv import dotenv_values
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
-from adapters.tracker import Tracker
+from bot.inbox import Translated
 from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
-from bot.outbox import Courier, Parcel, RetryLater, Router, Transient, Transport, Undeliverable
+from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
+from bot.platform import Platform, PlatformConfigError
 from bot.policy import Policy
-from bot.service import Service
 from bot.settings import Settings
+from bot.store import Inbound, thread_key
+
+if TYPE_CHECKING:
+    from bot.app import Application
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +57,12 @@ _IGNORED_SUBTYPES = {"message_deleted", "channel_join", "channel_leave", "group_
                      "channel_topic", "channel_purpose", "channel_name", "pinned_item", "unpinned_item",
                      "bot_message", "ekm_access_denied", "channel_archive", "channel_unarchive",
                      "reminder_add", "tombstone", "huddle_thread", "sh_room_created"}
+METADATA_TYPE = "baton_outbox"
+"""The message metadata event type that carries an outbox row's id on every post (delivered once)."""
 _TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 
 
-class SlackConfigError(Exception):
+class SlackConfigError(PlatformConfigError):
     """The Slack configuration cannot work; the message says what to fix."""
 
 
@@ -124,57 +134,53 @@ def route_groups(policy: Policy, environ: Mapping[str, str] | None = None) -> di
             for name, route in policy.routes.items()}
 
 
-class CustomerSide(Transport, Protocol):
-    """Another platform's customer side (Discord): delivers what reaches its customers, and links to
-    a conversation for the card."""
+def from_app(app: Application) -> SlackAdapter:
+    """The registry's factory: Slack from the application's settings (raises :class:`SlackConfigError`)."""
+    from bot.platform import configured
 
-    def permalink(self, conversation: Conversation) -> str | None: ...
+    others = [name for name in configured(app.settings) if name != PLATFORM]
+    config = SlackConfig.from_settings(app.settings, app.service.policy, customers_elsewhere=bool(others))
+    return SlackAdapter(app, config)
 
 
-class SlackAdapter:
-    """The Slack edge: customers in Slack Connect channels and, for every platform, the staff side.
+class SlackAdapter(Platform):
+    """The Slack edge: customers in Slack Connect channels and, for every platform, the staff side
+    (handoff cards, the internal thread, the buttons on the card)."""
 
-    Construct, ``await setup()``, then ``start()`` and serve ``web_app()``. ``elsewhere`` names the
-    other platforms' customer sides (``{"discord": ...}``): their handoffs get the same internal card,
-    and what staff send goes back through them."""
+    name = PLATFORM
+    staff_side = True
 
-    def __init__(self, service: Service, config: SlackConfig, *, client: AsyncWebClient | None = None,
-                 courier_options: Mapping[str, Any] | None = None, workers: int = 8,
-                 elsewhere: Mapping[str, CustomerSide] | None = None) -> None:
-        self.service = service
+    def __init__(self, app: Application, config: SlackConfig, *, client: AsyncWebClient | None = None) -> None:
+        super().__init__(app)
+        self.service = app.service
         self.config = config
         self.client = client or AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=10)
+        self._session: ClientSession | None = None
+        self._socket_mode: Any = None
+
         async def authorize() -> AuthorizeResult:  # one workspace, known from auth.test at setup
             return AuthorizeResult(enterprise_id=None, team_id=self.team_id, bot_token=config.bot_token,
                                    bot_user_id=self.bot_user_id, bot_id=self.bot_id)
 
-        # Bolt's own self-event filter is off: _message drops the bot's messages itself, after the
-        # tracker has seen them, so every event that passed the signature check is accounted for.
+        # Bolt's own self-event filter is off: the inbox middleware accounts for every signed event.
         self.app = AsyncApp(signing_secret=config.signing_secret, client=self.client, authorize=authorize,
                             process_before_response=False, ignoring_self_events_enabled=False)
-        self.elsewhere = dict(elsewhere or {})
-        self.courier = Courier(service.store, Router(self, {PLATFORM: self, **self.elsewhere}),
-                               delivered=service.delivered, **dict(courier_options or {}))
-        service.wake = self.courier.kick
-        self.tracker = Tracker()
+        self.inbox = app.inbox
+        self.app_platforms = app.platforms
+        self.tracker = app.inbox.tracker
         self.team_id: str | None = None
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
-        self.ready = False
-        self.health: list[Callable[[], bool]] = []
-        """More conditions for ``/healthz`` (the other platforms' adapters being connected)."""
         self._people: OrderedDict[str, Person] = OrderedDict()
         self._lookups: dict[str, asyncio.Future[Person]] = {}
-        self._working = asyncio.Semaphore(workers)
-        """Events worked on at once, after their acknowledgement: a burst queues here, cheaply, rather
-        than as hundreds of tasks contending for the database and the event loop."""
-        self._timers: asyncio.Task[None] | None = None
         self._register()
 
     # ---- lifecycle ----
 
     async def setup(self) -> None:
         """Who we are, and whether the configured channels can work. Raises :class:`SlackConfigError`."""
+        if self.client.session is None:  # one pooled HTTP session for every Web API call, not one per call
+            self._session = self.client.session = ClientSession(connector=TCPConnector(limit=64))
         try:
             auth = await self.client.auth_test()
         except SlackApiError as exc:
@@ -208,106 +214,117 @@ class SlackAdapter:
             raise SlackConfigError(f"{variable}: Slack cannot show channel {channel} to the bot ({_error(exc)}); "
                                    "check the ID and invite the bot with /invite @Baton") from None
 
-    def start(self) -> None:
-        """Start delivering the outbox (what a previous run left undelivered goes first) and the SLA timer."""
-        self.courier.start()
-        if self._timers is None:
-            self._timers = asyncio.create_task(self._sla_loop(), name="baton-sla")
+    async def start(self) -> None:
+        """Socket Mode when ``SLACK_APP_TOKEN`` is set; else the HTTP Events API, on the application's port."""
+        if self.config.app_token:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            self._socket_mode = AsyncSocketModeHandler(self.app, self.config.app_token)
+            await self._socket_mode.connect_async()
+            log.info("slack_socket_mode_connected")
+        else:
+            log.info("slack_http_listening", port=self.application.port, path="/slack/events")
 
     async def stop(self) -> None:
-        if self._timers is not None:
-            self._timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timers
-            self._timers = None
-        await self.courier.stop()
+        self.ready = False
+        if self._socket_mode is not None:
+            await self._socket_mode.close_async()
+            self._socket_mode = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = self.client.session = None
 
-    async def _sla_loop(self, poll: float = 60.0) -> None:
-        while True:
-            try:
-                await self.service.check_sla()
-                upcoming = await self.service.store.next_sla()
-            except Exception:
-                log.exception("sla_check_failed")
-                upcoming = None
-            wait = poll if upcoming is None else min(poll, max(1.0, (upcoming - datetime.now(UTC)).total_seconds()))
-            await asyncio.sleep(wait)
-
-    def web_app(self) -> web.Application:
-        """``POST /slack/events`` (events and interactivity, signature-checked by Bolt) and ``GET /healthz``."""
-        app = web.Application()
-        app.router.add_post("/slack/events", self._http)
-        app.router.add_get("/healthz", self._health)
-        return app
+    def routes(self, web_app: web.Application) -> None:
+        """``POST /slack/events``: events and interactivity, signature-checked by Bolt."""
+        web_app.router.add_post("/slack/events", self._http)
 
     async def _http(self, request: web.Request) -> web.Response:
         response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
-    async def _health(self, _request: web.Request) -> web.Response:
-        if not self.ready or not all(check() for check in self.health):
-            return web.json_response({"ok": False, "status": "starting"}, status=503)
-        return web.json_response({"ok": True})
-
     # ---- inbound: events ----
 
     def _register(self) -> None:
-        self.app.event("message")(self._on_message)
-        self.app.event("app_mention")(self._on_message)
+        self.app.middleware(self._store_event)
         self.app.action(blocks.CLAIM)(self._on_claim)
         self.app.action(re.compile(f"^{blocks.LOOP_IN}:"))(self._on_loop_in)
         self.app.action(blocks.SEND)(self._on_send)
         self.app.view(blocks.SEND_VIEW)(self._on_send_submitted)
         self.app.action(blocks.RESOLVE)(self._on_resolve)
 
-    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        key = body.get("event_id")
-        bound = log.bind(event_id=key, channel=event.get("channel"))
+    async def _store_event(self, req: AsyncBoltRequest, resp: BoltResponse,
+                           next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse:  # noqa: A002 (Bolt's name)
+        """Durable before acknowledged: a signed event is stored in the inbox, and only then answered
+        200; when the database cannot take it, 503, and Slack sends it again. Interactions go on to
+        their listeners."""
+        body = req.body
+        if body.get("type") != "event_callback":
+            return await next()
+        envelope_id = str(body.get("event_id") or "")
+        event = body.get("event") or {}
+        wanted = self._wanted(event) if isinstance(event, dict) else None
+        if wanted is None:
+            await self.tracker.done(envelope_id)
+            return BoltResponse(status=200, body="")
+        key, thread = wanted
         try:
-            async with self._working:
-                if key and not await self.service.store.record_event(f"{PLATFORM}-event", key):
-                    bound.info("duplicate_event_dropped")  # a retry of an event already taken
-                    return
-                await self._message(event, bound)
-        except Exception:
-            bound.exception("slack_event_failed", event=event)  # the whole event, so nothing is lost
-            if key:
-                await self.service.store.forget_event(f"{PLATFORM}-event", key)
-        finally:
-            await self.tracker.done(key)
+            inbound_id = await self.service.store.receive(
+                PLATFORM, key, kind="event", payload={"event_id": envelope_id, "event": event}, thread=thread)
+        except Exception as exc:
+            log.error("inbox_unavailable", event_id=envelope_id, error=f"{type(exc).__name__}: {exc}",
+                      hint="answered 503: Slack retries the event")
+            return BoltResponse(status=503, body="the inbox cannot store events right now")
+        if inbound_id is None:
+            log.info("duplicate_event_dropped", event_id=envelope_id, key=key)  # a retry of an event already stored
+            await self.tracker.done(envelope_id)
+        else:
+            self.inbox.submit(Inbound(id=inbound_id, platform=PLATFORM, event_id=key, kind="event",
+                                          payload={"event_id": envelope_id, "event": event}, thread_key=thread))
+        return BoltResponse(status=200, body="")
 
-    async def _message(self, event: dict[str, Any], bound: Any) -> None:
+    def _wanted(self, event: dict[str, Any]) -> tuple[str, str] | None:
+        """The inbox key and thread of a message event worth storing, from the event alone (no call):
+        ``None`` for what Baton never acts on (other channels, bots, joins, deletions)."""
+        if event.get("type") not in ("message", "app_mention"):
+            return None
         channel = event.get("channel")
-        if channel == self.config.internal_channel:
-            return  # plain messages in the internal channel and its threads stay internal
-        if channel not in self.config.customer_channels:
-            bound.info("message_in_unserved_channel")
-            return
+        if not isinstance(channel, str) or channel not in self.config.customer_channels:
+            return None
         subtype = event.get("subtype")
         if subtype == "message_changed":
-            edited = dict(event.get("message") or {})
-            if not edited.get("user") or edited.get("bot_id") or \
+            edited = event.get("message") or {}
+            if not isinstance(edited, dict) or not edited.get("user") or edited.get("bot_id") or \
                     (event.get("previous_message") or {}).get("text") == edited.get("text"):
-                return  # a bot's edit, or an unfurl / attachment change
-            edited.setdefault("channel", channel)
+                return None  # a bot's edit, or an unfurl / attachment change
             stamp = (edited.get("edited") or {}).get("ts") or event.get("event_ts") or event.get("ts")
-            message = await self._translate(edited, event_id=f"{channel}:{edited.get('ts')}:edit:{stamp}")
-            if message is not None and message.author.role is Role.customer:
-                outcome = await self.service.handle_edit(message)
-                bound.info("edit", ignored=outcome.ignored)
-            return
+            thread = edited.get("thread_ts") or edited.get("ts")
+            return f"{channel}:{edited.get('ts')}:edit:{stamp}", thread_key(PLATFORM, self.team_id or "", channel,
+                                                                            str(thread))
         if subtype in _IGNORED_SUBTYPES or event.get("bot_id") or event.get("user") in (None, self.bot_user_id):
-            return  # deletions, joins, bots (ourselves included): on purpose, no reply and no loop
+            return None  # deletions, joins, bots (ourselves included): on purpose, no reply and no loop
         if subtype not in (None, "thread_broadcast", "file_share", "me_message"):
-            bound.info("message_subtype_ignored", subtype=subtype)
-            return
-        message = await self._translate(event, event_id=f"{channel}:{event.get('ts')}")
+            log.info("message_subtype_ignored", subtype=subtype)
+            return None
+        ts = event.get("ts")
+        if not isinstance(ts, str):
+            return None
+        return f"{channel}:{ts}", thread_key(PLATFORM, self.team_id or "", channel, str(event.get("thread_ts") or ts))
+
+    async def translate(self, inbound: Inbound) -> Translated:
+        """A stored message event as a platform-free message (looking its author up, once per person)."""
+        event = dict(inbound.payload.get("event") or {})
+        if event.get("subtype") == "message_changed":
+            edited = dict(event.get("message") or {})
+            edited.setdefault("channel", event.get("channel"))
+            message = await self._translate(edited, event_id=inbound.event_id)
+            if message is None or message.author.role is not Role.customer:
+                return None
+            return message, "edit"
+        message = await self._translate(event, event_id=inbound.event_id)
         if message is None:
-            bound.warning("malformed_message_event", keys=sorted(event))
-            return
-        outcome = await self.service.handle(message)
-        if outcome.ignored:
-            bound.info("message_ignored", reason=outcome.ignored)
+            log.warning("malformed_message_event", event_id=inbound.payload.get("event_id"), keys=sorted(event))
+            return None
+        return message, "message"
 
     async def _translate(self, event: dict[str, Any], *, event_id: str) -> Message | None:
         """A Slack message event as a platform-free :class:`Message`; ``None`` if it lacks what one needs."""
@@ -462,12 +479,70 @@ class SlackAdapter:
             if status >= 500 or error in _TRANSIENT_ERRORS:
                 raise Transient(f"HTTP {status} {error}") from None
             raise Undeliverable(error) from None
+        except ClientConnectorError as exc:  # never reached Slack: certainly not posted
+            raise Transient(f"{type(exc).__name__}: {exc}", ambiguous=False) from None
         except (ClientError, TimeoutError) as exc:
             raise Transient(f"{type(exc).__name__}: {exc}") from None
+
+    async def find(self, parcel: Parcel) -> dict[str, Any] | None:
+        """The post an earlier attempt at ``parcel`` made, found by the outbox id in its metadata: in the
+        thread it went to, or for a new card in the internal channel since the row was written. Card
+        updates are safe to repeat: ``None``."""
+        try:
+            return await self._find(parcel)
+        except SlackApiError as exc:
+            response = exc.response
+            if int(getattr(response, "status_code", 0) or 0) == 429 or _error(exc) == "ratelimited":
+                raise RetryLater("rate limited while looking for an earlier post",
+                                 _retry_after(getattr(response, "headers", None) or {})) from None
+            raise Transient(f"looking for an earlier post: {_error(exc)}") from None
+        except (ClientError, TimeoutError) as exc:
+            raise Transient(f"looking for an earlier post: {type(exc).__name__}: {exc}") from None
+
+    async def _find(self, parcel: Parcel) -> dict[str, Any] | None:
+        action, conversation, handoff = parcel.action, parcel.conversation, parcel.handoff
+        internal = self.config.internal_channel
+        if action.kind in TO_CUSTOMER:
+            found = await self._posted(parcel.id, conversation.channel, thread=conversation.thread)
+            return {"ts": found} if found else None
+        if handoff is None or action.kind == "card":
+            return None
+        if action.kind == "open_handoff" and not handoff.card_ts:
+            since = parcel.created_at.timestamp() - 60 if parcel.created_at else None
+            found = await self._posted(parcel.id, internal, since=since)
+            return {"card_channel": internal, "card_ts": found} if found else None
+        if handoff.card_ts is None:
+            return None
+        found = await self._posted(parcel.id, handoff.card_channel or internal, thread=handoff.card_ts)
+        return {"ts": found} if found else None
+
+    async def _posted(self, outbox_id: int, channel: str, *, thread: str | None = None,
+                      since: float | None = None) -> str | None:
+        """The ts of the bot's message carrying ``outbox_id`` in its metadata, in a thread or (``since``) in
+        the channel's recent history."""
+        cursor: str | None = None
+        for _page in range(20):
+            if thread is not None:
+                page = await self.client.conversations_replies(channel=channel, ts=thread, cursor=cursor, limit=200,
+                                                               include_all_metadata=True)
+            else:
+                page = await self.client.conversations_history(channel=channel, cursor=cursor, limit=200,
+                                                               include_all_metadata=True,
+                                                               oldest=f"{since:.6f}" if since else None)
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == METADATA_TYPE and \
+                        str((metadata.get("event_payload") or {}).get("outbox_id")) == str(outbox_id):
+                    return str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not page.get("has_more") or not cursor:
+                return None
+        return None
 
     async def _deliver(self, parcel: Parcel) -> dict[str, Any] | None:
         action, conversation, handoff = parcel.action, parcel.conversation, parcel.handoff
         internal = self.config.internal_channel
+        metadata = {"event_type": METADATA_TYPE, "event_payload": {"outbox_id": parcel.id}}
         if action.kind in TO_CUSTOMER:  # the only kinds that ever post in a customer channel
             assert isinstance(action, Reply | AskDetails | StaffReply)
             if conversation.channel == internal or conversation.channel not in self.config.customer_channels:
@@ -476,7 +551,8 @@ class SlackAdapter:
             if isinstance(action, StaffReply) and action.author_name:
                 extra["username"] = f"{action.author_name} (support)"
             response = await self.client.chat_postMessage(channel=conversation.channel, thread_ts=conversation.thread,
-                                                          text=action.text, unfurl_links=False, **extra)
+                                                          text=action.text, unfurl_links=False, metadata=metadata,
+                                                          **extra)
             return {"ts": response["ts"]}
         if handoff is None:
             return {"skipped": "no handoff for this conversation"}
@@ -485,11 +561,11 @@ class SlackAdapter:
                 text = (f"{blocks.mention(self.config.groups.get(action.route))} severity raised to "
                         f"*{action.severity}*: " + "; ".join(handoff.brief.get("why_now") or action.reasons))
                 response = await self.client.chat_postMessage(channel=handoff.card_channel or internal,
-                                                              thread_ts=handoff.card_ts, text=text)
+                                                              thread_ts=handoff.card_ts, text=text, metadata=metadata)
                 return {"ts": response["ts"]}
             permalink = await self._permalink(conversation)
             response = await self.client.chat_postMessage(
-                channel=internal, text=blocks.card_text(handoff, self.config.groups),
+                channel=internal, text=blocks.card_text(handoff, self.config.groups), metadata=metadata,
                 blocks=blocks.card(handoff, self.service.policy, self.config.groups, permalink=permalink))
             return {"card_channel": internal, "card_ts": response["ts"]}
         if handoff.card_ts is None:
@@ -512,14 +588,17 @@ class SlackAdapter:
         else:
             raise Undeliverable(f"no Slack delivery for {action.kind!r}")
         response = await self.client.chat_postMessage(channel=handoff.card_channel or internal,
-                                                      thread_ts=handoff.card_ts, text=text)
+                                                      thread_ts=handoff.card_ts, text=text, metadata=metadata)
         return {"ts": response["ts"]}
+
+    async def permalink(self, conversation: Conversation) -> str | None:
+        return await self._permalink(conversation)
 
     async def _permalink(self, conversation: Conversation) -> str | None:
         """A link to the customer's thread, on whichever platform it is."""
         if conversation.platform != PLATFORM:
-            other = self.elsewhere.get(conversation.platform)
-            return other.permalink(conversation) if other is not None else None
+            other = self.app_platforms.get(conversation.platform)
+            return await other.permalink(conversation) if other is not None else None
         try:
             return str((await self.client.chat_getPermalink(channel=conversation.channel,
                                                             message_ts=conversation.thread))["permalink"])

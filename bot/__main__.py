@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="playground: continue the last run's customer and conversation (default: a new customer)")
     run.add_argument("--log-file", dest="log_file", default=argparse.SUPPRESS,
                      help="playground: where the logs go (default: ./baton-playground.log)")
+    run.add_argument("--role", choices=["all", "web", "gateway"], default=None,
+                     help="web: the HTTP platforms (run N behind a load balancer); gateway: also Discord's gateway "
+                          "(run one); all (default, $BATON_ROLE): everything in this process")
 
     rp = sub.add_parser("replay", help="shadow mode: what Baton would have done in past conversations")
     rp.add_argument("file", help='JSON lines {"id", "messages": [{"role", "text", "at"?}], "tz"?, "customer"?, '
@@ -60,9 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command != "run":  # `run` sends its logs where they belong (the playground: to a file)
         logs.configure("warning" if command in ("triage", "eval", "replay") else "info")
+    from bot.database import DatabaseUnavailable
+
     try:
         return int(getattr(cli, command)(args))
-    except cli.UsageError as exc:
+    except (cli.UsageError, DatabaseUnavailable) as exc:  # a bad database is one line too, from any command
         print(f"baton: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `python -m bot triage f | head`

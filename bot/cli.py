@@ -34,6 +34,7 @@ from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.app import Role
     from bot.llm import LanguageModel, Opinion
     from bot.service import Service
     from bot.store import Store
@@ -380,19 +381,16 @@ def _score(policy: Policy, rows: list[LabelledRow], decisions: list[Decision],
 
 
 def migrate(args: argparse.Namespace) -> int:
-    from bot.store import Store
+    from bot.database import shown
 
     settings = _settings()
 
     async def _run() -> None:
-        store = Store(settings.database_url)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
+        store = await _open_store(settings)
+        await store.close()
 
     asyncio.run(_run())
-    print(f"database at {Store.describe(settings.database_url)} is up to date")
+    print(f"database at {shown(settings.database_url)} is up to date")
     return 0
 
 
@@ -407,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         logs.configure(settings.log_level)
         engine = _engine(args, settings)  # fail fast on a bad policy or help center
         _check_platforms(settings, engine)  # every problem at once, before anything starts
-        return asyncio.run(_serve(engine, settings))
+        return asyncio.run(_serve(engine, settings, getattr(args, "role", None) or settings.role))
     # The playground: logs go to a file, never between the lines of the conversation; configured
     # before anything is loaded, since loaders may warn (loggers are fixed at their first use).
     log_file = Path(getattr(args, "log_file", None) or PLAYGROUND_LOG)
@@ -441,50 +439,71 @@ def _check_platforms(settings: Settings, engine: Engine) -> None:
         raise UsageError("\n".join(dict.fromkeys(problems)))
 
 
+def _llm(settings: Settings, store: Store) -> LanguageModel | None:
+    """The language model when ``OPENAI_API_KEY`` is set (else ``None``: the offline engine)."""
+    if settings.openai_api_key is None:
+        return None
+    from bot.llm import LanguageModel  # openai is imported only when it is used
+
+    llm = LanguageModel.from_settings(settings, store)
+    if llm is None:
+        return None
+    import structlog
+
+    structlog.get_logger(__name__).info("llm_enabled", model=llm.model,
+                                        endpoint=settings.openai_base_url or "https://api.openai.com/v1")
+    return llm
+
+
 def _service(engine: Engine, store: Store, settings: Settings) -> Service:
     """The service, with the language model when ``OPENAI_API_KEY`` is set (else the offline engine)."""
     from bot.service import Service
 
-    llm = None
-    if settings.openai_api_key is not None:  # openai is imported only when it is used
-        from bot.llm import LanguageModel
-
-        llm = LanguageModel.from_settings(settings, store)
-    if llm is not None:
-        import structlog
-
-        structlog.get_logger(__name__).info("llm_enabled", model=llm.model,
-                                            endpoint=settings.openai_base_url or "https://api.openai.com/v1")
-    return Service(engine, store, llm=llm, first_reply=settings.first_reply)
+    return Service(engine, store, llm=_llm(settings, store), first_reply=settings.first_reply)
 
 
 async def _open_store(settings: Settings) -> Store:
+    """The store at ``BATON_DATABASE_URL``, its schema at head; a database that cannot be used (a bad URL,
+    a missing driver, an unreachable server, a refused password...) is one line, not a traceback."""
+    import contextlib
+
+    from bot.database import explain
     from bot.store import Store
 
-    store = Store(settings.database_url)
+    url = settings.database_url
+    try:
+        store = Store(url)
+    except Exception as exc:  # the URL or its driver
+        raise UsageError(explain(url, exc)) from None
     try:
         await store.migrate()
-    except Exception as exc:  # an unreachable or unwritable database: say which, not a traceback
-        await store.close()
-        raise UsageError(f"cannot open the database {Store.describe(settings.database_url)}: {exc}") from None
+    except Exception as exc:  # the server, the credentials, the database, the file
+        with contextlib.suppress(Exception):  # closing what never opened must not replace the line below
+            await store.close()
+        raise UsageError(explain(url, exc)) from None
     return store
 
 
-async def _serve(engine: Engine, settings: Settings) -> int:
-    """Serve Slack (and Discord) until SIGTERM or Ctrl-C."""
+async def _serve(engine: Engine, settings: Settings, role: Role = "all") -> int:
+    """Serve the configured platforms until SIGTERM or Ctrl-C (or until one gives up for good)."""
     import signal
 
-    from adapters.run import serve
-    from adapters.slack import SlackConfigError
-
-    refusals: tuple[type[Exception], ...] = (SlackConfigError,)
-    if settings.discord_token:  # discord.py is imported only when Discord is configured
-        from adapters.discord_gateway import DiscordConfigError
-
-        refusals += (DiscordConfigError,)
+    from bot.app import Application
+    from bot.platform import PlatformConfigError
 
     store = await _open_store(settings)
-    task = asyncio.create_task(serve(_service(engine, store, settings), settings))
+    try:
+        application = Application(settings, engine, store, llm=_llm(settings, store), role=role,
+                                  workers=settings.workers)
+    except PlatformConfigError as exc:
+        await store.close()
+        raise UsageError(str(exc)) from None
+
+    async def serve() -> None:
+        async with application:
+            await application.closed()
+
+    task = asyncio.create_task(serve())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
@@ -492,7 +511,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
         await task
     except asyncio.CancelledError:
         return 0
-    except refusals as exc:
+    except PlatformConfigError as exc:
         raise UsageError(str(exc)) from None
     finally:
         await store.close()

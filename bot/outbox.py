@@ -6,13 +6,18 @@ what the platform says: a rate limit (HTTP 429) waits its ``Retry-After``; serve
 and dropped connections back off exponentially (tenacity). A row that still fails is parked in the
 database with a time to try again, so nothing is dropped and a restart picks it up; a row is marked
 sent exactly once, so nothing delivered is sent again.
+
+Delivered once: a row that may have been posted already (a timeout or a 5xx after the request left, a
+process that died between the post and the mark) is looked for on the platform first
+(:meth:`Transport.find`: Slack's message metadata carries the row's id, Discord's nonce does the same),
+and only posted if it is not there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -22,7 +27,7 @@ from pydantic import TypeAdapter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.model import TO_CUSTOMER, Action, Conversation, Handoff
-from bot.store import Store
+from bot.store import Card, Store
 
 log = structlog.get_logger(__name__)
 _ACTION: TypeAdapter[Action] = TypeAdapter(Action)
@@ -41,7 +46,14 @@ class RetryLater(DeliveryError):
 
 
 class Transient(DeliveryError):
-    """A server error, a timeout or a dropped connection: try again with backoff."""
+    """A server error, a timeout or a dropped connection: try again with backoff.
+
+    ``ambiguous``: the request may have been acted on (it left, and no answer came back, or a 5xx did);
+    ``False`` when it certainly was not (the connection was refused)."""
+
+    def __init__(self, message: str, *, ambiguous: bool = True) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
 
 
 class Undeliverable(DeliveryError):
@@ -57,6 +69,7 @@ class Parcel:
     conversation: Conversation
     handoff: Handoff | None
     attempts: int
+    created_at: datetime | None = None
 
 
 class Transport(Protocol):
@@ -65,6 +78,10 @@ class Transport(Protocol):
 
         Raise :class:`RetryLater`, :class:`Transient` or :class:`Undeliverable`.
         """
+
+    async def find(self, parcel: Parcel) -> dict[str, Any] | None:
+        """What :meth:`deliver` produced, if an earlier attempt did post ``parcel``; ``None`` if it is not
+        there (or the action is safe to repeat). Raises as :meth:`deliver` does."""
 
 
 class Router:
@@ -84,8 +101,15 @@ class Router:
             raise Undeliverable(f"no {platform} adapter is running to reach this customer")
         return await transport.deliver(parcel)
 
+    async def find(self, parcel: Parcel) -> dict[str, Any] | None:
+        if parcel.action.kind not in TO_CUSTOMER:
+            return await self.staff.find(parcel)
+        transport = self.customers.get(parcel.conversation.platform)
+        return await transport.find(parcel) if transport is not None else None
 
-Delivered = Callable[[Parcel, dict[str, Any] | None], Awaitable[None]]
+
+Delivered = Callable[[Parcel, dict[str, Any] | None], Card | None]
+"""What a delivery changes besides the row: a posted handoff card's place and SLA timer."""
 
 
 class Courier:
@@ -161,39 +185,78 @@ class Courier:
                 sent += sum(results)
         return sent
 
+    async def deliver_now(self, rows: Sequence[dict[str, Any]], found: tuple[Conversation, Handoff | None]) -> int:
+        """Deliver rows a worker has just written and taken (``Store.take_rows``), in order, then mark them
+        sent in one transaction. The first failure parks its row and hands the rest back to the courier."""
+        conversation, handoff = found
+        done: list[tuple[int, dict[str, Any] | None, Card | None]] = []
+        try:
+            for index, row in enumerate(rows):
+                outcome = await self._attempt(row, conversation, handoff)
+                if outcome is None:
+                    await self.store.release([r["id"] for r in rows[index + 1:]])
+                    break
+                result, card = outcome
+                done.append((row["id"], result, card))
+                if card is not None and handoff is not None:  # what follows goes in the card's thread
+                    handoff = handoff.model_copy(update={"card_channel": card.channel, "card_ts": card.ts})
+        finally:
+            if done:
+                await self.store.mark_sent_many(done)
+        return len(done)
+
     async def _one(self, row: dict[str, Any]) -> bool:
-        action = _ACTION.validate_python(row["payload"])
-        bound = log.bind(conversation_id=row["conversation_id"], outbox_id=row["id"], kind=action.kind)
         found = await self.store.with_handoff(row["conversation_id"])
         assert found is not None  # the foreign key guarantees it
-        conversation, handoff = found
+        outcome = await self._attempt(row, *found)
+        if outcome is None:
+            return False
+        result, card = outcome
+        if not await self.store.mark_sent(row["id"], result, card=card):
+            log.warning("outbox_already_sent", outbox_id=row["id"])
+            return False
+        return True
+
+    async def _attempt(self, row: dict[str, Any], conversation: Conversation,
+                       handoff: Handoff | None) -> tuple[dict[str, Any] | None, Card | None] | None:
+        """Deliver one row (looking for it first when an earlier attempt may have posted it); what it
+        produced, or ``None`` when it failed (the row is then parked or failed in the database)."""
+        action = _ACTION.validate_python(row["payload"])
+        bound = log.bind(conversation_id=row["conversation_id"], outbox_id=row["id"], kind=action.kind)
         parcel = Parcel(id=row["id"], action=action, conversation=conversation, handoff=handoff,
-                        attempts=row["attempts"])
+                        attempts=row["attempts"], created_at=row.get("created_at"))
         retrying = AsyncRetrying(stop=stop_after_attempt(self.attempts), wait=self._wait,
                                  retry=retry_if_exception(self._retry_here), reraise=True)
+        uncertain = bool(row.get("maybe_posted"))
+        """A post may exist from an earlier attempt: look before posting."""
+        result: dict[str, Any] | None = None
         try:
             async for attempt in retrying:
                 with attempt:
-                    result = await self.transport.deliver(parcel)
+                    found = await self.transport.find(parcel) if uncertain else None
+                    if found is not None:
+                        bound.info("outbox_found_posted")
+                        result = found
+                    else:
+                        uncertain = False
+                        try:
+                            result = await self.transport.deliver(parcel)
+                        except DeliveryError as exc:
+                            uncertain = isinstance(exc, Transient) and exc.ambiguous
+                            raise
         except Undeliverable as exc:
             bound.error("outbox_undeliverable", error=str(exc))
-            await self.store.mark_failed(row["id"], str(exc), retry_at=None)
-            return False
+            await self.store.mark_failed(row["id"], str(exc), retry_at=None, posted=uncertain)
+            return None
         except Exception as exc:  # RetryLater, Transient, or a bug: park it, never drop it
             wait = exc.seconds if isinstance(exc, RetryLater) else self.park.total_seconds()
             bound.warning("outbox_parked", error=str(exc) or type(exc).__name__, retry_in_s=wait)
             await self.store.mark_failed(row["id"], f"{type(exc).__name__}: {exc}",
-                                         retry_at=datetime.now(UTC) + timedelta(seconds=wait))
-            return False
-        # What the delivery produced is stored before the row is marked sent: if the process dies in
-        # between, the row is delivered again, and the transport sees (say) that the card exists.
-        if self.delivered is not None:
-            await self.delivered(parcel, result)
-        if not await self.store.mark_sent(row["id"], result):
-            bound.warning("outbox_already_sent")
-            return False
+                                         retry_at=datetime.now(UTC) + timedelta(seconds=wait),
+                                         posted=uncertain or not isinstance(exc, DeliveryError))
+            return None
         bound.info("outbox_delivered", attempts=row["attempts"] + 1)
-        return True
+        return result, self.delivered(parcel, result) if self.delivered is not None else None
 
     def _retry_here(self, exc: BaseException) -> bool:
         if isinstance(exc, RetryLater):

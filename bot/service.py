@@ -8,13 +8,14 @@ transaction as what caused it, before anything is sent; the :class:`bot.outbox.C
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -28,6 +29,7 @@ from bot.model import (
     Conversation,
     ConversationState,
     Decision,
+    Handoff,
     Message,
     Note,
     OpenHandoff,
@@ -38,14 +40,16 @@ from bot.model import (
 )
 from bot.outbox import Parcel
 from bot.policy import Policy
-from bot.store import Store
+from bot.store import Card, Inbound, Store, thread_key
 
 if TYPE_CHECKING:  # the openai package takes about a second to import: only when a model is configured
-    from bot.llm import LanguageModel, Opinion
+    from bot.llm import HandoffNote, LanguageModel, Opinion
 
 log = structlog.get_logger(__name__)
 
 _SCORE = re.compile(r"^\W*([1-5])(?:\s*/\s*5)?\W*$")
+BIG_MESSAGE = 4000
+"""Characters past which the engine works on a thread rather than on the event loop."""
 STAFF_GUARD = ("empty", "placeholder", "internal", "wrong_person")
 """The guard's checks that apply to what staff send: links and repeats are theirs to judge."""
 
@@ -64,6 +68,22 @@ class Outcome:
     """The conversation's state after this message (``conversation`` is as it was before)."""
     ignored: str | None = None
     """Why the message was deliberately not acted on (e.g. an edit that raises no risk)."""
+    queued: tuple[int, ...] = ()
+    """The outbox rows this message wrote."""
+    delivered: int = 0
+    """How many of them the worker delivered itself, at once (the rest are the courier's)."""
+
+
+@dataclass(frozen=True)
+class Hints:
+    """The language model's part of a turn, asked before the turn's transaction (a model call never
+    holds a database connection): its second opinion, and its note for a handoff's brief."""
+
+    opinion: Opinion | None = None
+    note: HandoffNote | None = None
+
+
+Deliver = Callable[[Sequence[dict[str, Any]], tuple[Conversation, Handoff | None]], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -74,16 +94,23 @@ class ClaimResult:
 
 class Service:
     def __init__(self, engine: Engine, store: Store, *, llm: LanguageModel | None = None,
-                 first_reply: float = 10.0) -> None:
+                 first_reply: float = 10.0, lease: timedelta = timedelta(seconds=30)) -> None:
         self.engine = engine
         self.store = store
         self.llm = llm
         """The language model's second opinion, brief and drafts; ``None``: the offline engine alone."""
         self.first_reply = first_reply
         """Seconds the model may add to a customer's wait, all its calls for one message together."""
+        self.lease = lease
+        """How long a worker holds the outbox rows it delivers itself before the courier may take them."""
         self.wake: Callable[[], None] = lambda: None
-        """Called after anything is written to the outbox (the runtime points it at ``Courier.kick``)."""
-        self._locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = weakref.WeakValueDictionary()
+        """Called after anything is written to the outbox (the application points it at ``Courier.kick``)."""
+        self.deliver: Deliver | None = None
+        """The fast path: the worker that decided delivers what it decided at once (``Courier.deliver_now``);
+        ``None``: everything goes through the courier."""
+        self.next_in_thread: Callable[[int], None] = lambda _id: None
+        """Told of the next pending inbox row of a thread that a turn has just finished (the inbox)."""
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def policy(self) -> Policy:
@@ -92,44 +119,123 @@ class Service:
     # ---- messages ----
 
     async def handle(self, message: Message) -> Outcome:
-        bound = log.bind(event_id=message.event_id, platform=message.platform)
-        if not await self.store.record_event(message.platform, message.event_id):
-            bound.info("duplicate_event_dropped")
-            return Outcome(duplicate=True)
-        # One message at a time per thread, so two quick messages never decide on the same state.
-        key = (message.platform, message.workspace, message.channel, message.thread or message.event_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        try:
-            async with lock:
-                # A database hiccup (a lock timeout, a dropped connection) is retried: the turn is
-                # stored in one transaction, so a retry never stores half of it twice.
-                async for attempt in AsyncRetrying(retry=retry_if_exception_type(DBAPIError), reraise=True,
-                                                   stop=stop_after_attempt(4), wait=wait_exponential(0.1, max=2)):
-                    with attempt:
-                        if message.author.role is not Role.customer:
-                            return await self._from_company(message, bound)
-                        return await self._from_customer(message, bound)
-        except Exception:
-            # Not handled: forget the event, so that a redelivery of it is handled rather than dropped.
-            await self.store.forget_event(message.platform, message.event_id)
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Receive one message and handle it now: stored in the inbox, then worked on as any inbox row.
+        (Platforms store first and acknowledge, then their inbox workers call :meth:`work`.)"""
+        return await self._receive_and_work(message, "message")
 
     async def handle_edit(self, message: Message) -> Outcome:
         """A customer edited a message: decide on it again only if the new text raises the risk."""
+        return await self._receive_and_work(message, "edit")
+
+    async def receive(self, message: Message, *, kind: str = "message") -> int | None:
+        """Store a translated message in the inbox (its id; ``None`` for a duplicate)."""
+        return await self.store.receive(message.platform, message.event_id, kind=kind,
+                                        payload=message.model_dump(mode="json"), thread=thread_of(message))
+
+    async def _receive_and_work(self, message: Message, kind: str) -> Outcome:
+        key = thread_of(message)
+        async with self._lock(key):
+            inbound_id = await self.receive(message, kind=kind)
+            if inbound_id is None:
+                log.info("duplicate_event_dropped", event_id=message.event_id, platform=message.platform)
+                return Outcome(duplicate=True)
+            inbound = Inbound(id=inbound_id, platform=message.platform, event_id=message.event_id, kind=kind,
+                              payload={}, thread_key=key)
+            outcome = await self._work(inbound, message)
+        return outcome if outcome is not None else Outcome(ignored="handled by another worker")
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def work(self, inbound: Inbound, message: Message) -> Outcome | None:
+        """Handle one inbox row (``message`` is its translation): the turn, its inbox row's completion and
+        its outbox rows commit in one transaction. ``None`` when the row is not this worker's to do now
+        (another worker holds it, or an earlier message of its thread is still pending)."""
+        async with self._lock(inbound.thread_key):
+            return await self._work(inbound, message)
+
+    async def _work(self, inbound: Inbound, message: Message) -> Outcome | None:
+        bound = log.bind(event_id=message.event_id, platform=message.platform, inbox_id=inbound.id)
+        hints = await self._consult(message) if self.llm is not None and message.from_customer else None
+        taken: list[dict[str, Any]] = []
+        found: tuple[Conversation, Handoff | None] | None = None
+        following: int | None = None
+        try:
+            # A database hiccup (a lock timeout, a dropped connection) is retried: the turn is one
+            # transaction, so a retry never stores half of it twice.
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(DBAPIError), reraise=True,
+                                               stop=stop_after_attempt(4), wait=wait_exponential(0.1, max=2)):
+                with attempt:
+                    async with self.store.transaction():
+                        if not await self.store.take_inbound(inbound.id):
+                            bound.debug("inbound_not_ours")
+                            return None
+                        if inbound.kind == "edit":
+                            outcome = await self._edit(message, bound, hints)
+                        elif message.author.role is not Role.customer:
+                            outcome = await self._from_company(message, bound)
+                        else:
+                            outcome = await self._from_customer(message, bound, hints)
+                        await self.store.finish_inbound(inbound.id)
+                        following = await self.store.following(inbound.id, inbound.thread_key)
+                        if outcome.queued and self.deliver is not None and outcome.conversation is not None:
+                            taken = await self.store.take_rows(outcome.queued, lease=self.lease)
+                            if taken:
+                                found = await self.store.with_handoff(outcome.conversation.id)
+        except Exception as exc:
+            gave_up = await self._failed(inbound, exc)
+            bound.error("inbound_failed", error=f"{type(exc).__name__}: {exc}", gave_up=gave_up)
+            raise
+        if following is not None:
+            self.next_in_thread(following)
+        if outcome.queued and not taken:
+            self.wake()
+        if taken and found is not None and self.deliver is not None:
+            outcome = replace(outcome, delivered=await self.deliver(taken, found))
+        return outcome
+
+    async def ignore(self, inbound: Inbound) -> bool:
+        """Close an inbox row that holds nothing for the bot (its platform said so), in its turn."""
+        following = None
+        async with self.store.transaction():
+            if not await self.store.take_inbound(inbound.id):
+                return False
+            await self.store.finish_inbound(inbound.id, status="ignored")
+            following = await self.store.following(inbound.id, inbound.thread_key)
+        if following is not None:
+            self.next_in_thread(following)
+        return True
+
+    async def _decide(self, conversation: Conversation, message: Message,
+                      **options: Any) -> tuple[Decision, list[Action]]:
+        """The engine's decision; on a thread for a huge message, so acknowledgements keep flowing meanwhile."""
+        if len(message.text) > BIG_MESSAGE:
+            return await asyncio.to_thread(self.engine.decide, conversation, message, **options)
+        return self.engine.decide(conversation, message, **options)
+
+    async def _failed(self, inbound: Inbound, exc: BaseException) -> bool:
+        """Count a failed attempt at an inbox row; it stays pending for a retry (or, in the end, failed)."""
+        try:
+            return await self.store.inbound_failed(inbound.id, f"{type(exc).__name__}: {exc}")
+        except Exception:  # the database is down too: the row stays pending, and is retried
+            return False
+
+    async def _edit(self, message: Message, bound: structlog.typing.FilteringBoundLogger,
+                    hints: Hints | None) -> Outcome:
         conversation = await self.store.find_conversation(message.platform, message.workspace, message.channel,
                                                           message.thread or message.event_id)
         if conversation is None or not message.from_customer:
             return Outcome(ignored="edit outside a customer conversation")
-        decision = self.engine.triage(message.text, organisation=message.author.organisation, now=message.at,
-                                      zone=message.author.timezone, guard=False)
+        triage = functools.partial(self.engine.triage, message.text, organisation=message.author.organisation,
+                                   now=message.at, zone=message.author.timezone, guard=False)
+        decision = await asyncio.to_thread(triage) if len(message.text) > BIG_MESSAGE else triage()
         raises = decision.escalate and (
             conversation.state in (ConversationState.open, ConversationState.gathering)
             or conversation.severity is None or decision.severity > conversation.severity)
         if not raises:
-            log.info("edit_ignored", conversation_id=conversation.id, event_id=message.event_id)
+            bound.info("edit_ignored", conversation_id=conversation.id)
             return Outcome(conversation=conversation, ignored="the edit raises no risk")
-        return await self.handle(message)
+        return await self._from_customer(message, bound, hints)
 
     async def _from_company(self, message: Message, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
         conversation = await self.store.find_conversation(message.platform, message.workspace, message.channel,
@@ -143,12 +249,14 @@ class Service:
             won, _owner = await self.store.claim(conversation.id, message.author.id)
             bound.info("staff_took_over", conversation_id=conversation.id, staff=message.author.id, won=won)
             if won and await self.store.handoff(conversation.id) is not None:
-                await self._enqueue(conversation.id, [
+                queued = await self._enqueue(conversation.id, [
                     CardUpdate(), Note(text="replied in the customer's thread and took over", actor=message.author.id)],
-                    source=f"takeover:{message.event_id}")
+                    source=f"takeover:{message.event_id}", wake=False)
+                return Outcome(conversation=conversation, queued=tuple(queued))
         return Outcome(conversation=conversation)
 
-    async def _from_customer(self, message: Message, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
+    async def _from_customer(self, message: Message, bound: structlog.typing.FilteringBoundLogger,
+                             hints: Hints | None) -> Outcome:
         conversation, created = await self.store.conversation_for(message)
         bound = bound.bind(conversation_id=conversation.id)
         if conversation.state is ConversationState.resolved:
@@ -159,8 +267,9 @@ class Service:
                 actions: list[Action] = [Note(text=f"CSAT from the customer: {score.group(1)}/5"), CardUpdate()]
                 if thanks := self.policy.notices.csat_thanks:
                     actions.insert(0, Reply(text=thanks))
-                await self._enqueue(conversation.id, actions, source=f"csat:{message.event_id}")
-                return Outcome(conversation=conversation, actions=actions, state=ConversationState.resolved)
+                queued = await self._enqueue(conversation.id, actions, source=f"csat:{message.event_id}", wake=False)
+                return Outcome(conversation=conversation, actions=actions, state=ConversationState.resolved,
+                               queued=tuple(queued))
             # A new customer message after "resolved" reopens the conversation, as a fresh start: a
             # new handoff gets a new card and a new owner.
             await self.store.reopen(conversation.id, actor=message.author.id)
@@ -170,34 +279,32 @@ class Service:
         window = timedelta(days=self.policy.repeat_contact.window_days)
         prior = await self.store.prior_contacts(message.platform, message.author.id,
                                                 since=message.at - window, exclude=conversation.id)
-        decision, actions = self.engine.decide(conversation, message, prior=prior)
-        deadline = asyncio.get_running_loop().time() + self.first_reply
-        if self.llm is not None:
-            opinion = await self._opinion(conversation, message, decision, deadline)
-            if opinion is not None and (opinion.signals or opinion.answer):
-                decision, actions = self.engine.decide(conversation, message, prior=prior, extra=opinion.signals,
-                                                       grounded=opinion.answer)
+        decision, actions = await self._decide(conversation, message, prior=prior)
+        opinion = hints.opinion if hints is not None else None
+        if opinion is not None and (opinion.signals or opinion.answer):
+            decision, actions = await self._decide(conversation, message, prior=prior, extra=opinion.signals,
+                                                  grounded=opinion.answer)
         brief = None
         if any(a.kind == "open_handoff" for a in actions):
             first = await self.store.handoff(conversation.id) is None
             brief = await self._brief(conversation, decision, message, actions)
-            if first and self.llm is not None:
-                brief = await self._summarised(brief, deadline, conversation)
+            if first and hints is not None and hints.note is not None:
+                brief = self._with_note(brief, hints.note, conversation)
             actions = [a.model_copy(update={"brief": brief.model_dump(mode="json")})
                        if isinstance(a, OpenHandoff) else a for a in actions]
             if first:  # the transcript so far follows the card as replies in its thread
                 actions += [Note(text=f"{line.author} ({line.role}): {line.text}") for line in brief.transcript]
             else:  # raised while handed over: the card shows the new brief
                 actions.append(CardUpdate())
-        state = await self.store.save_turn(conversation, message, decision, actions,
-                                           policy_version=self.policy.meta.version)
-        self.wake()
+        state, queued = await self.store.save_turn(conversation, message, decision, actions,
+                                                   policy_version=self.policy.meta.version)
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),
                    route=decision.route, rules=list(decision.rules), created=created)
         for action in actions:
             if action.kind == "hold":
                 bound.warning("reply_held_by_guard", problems=list(action.problems))
-        return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief, state=state)
+        return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief, state=state,
+                       queued=tuple(queued))
 
     async def _brief(self, conversation: Conversation, decision: Decision, message: Message,
                      actions: list[Action]) -> Brief:
@@ -213,6 +320,34 @@ class Service:
 
     # ---- the language model's part (it only ever adds; on any failure the offline decision stands) ----
 
+    async def _consult(self, message: Message) -> Hints:
+        """Ask the model before the turn's transaction, on the conversation as it stands:
+        its second opinion and, when the turn will open a handoff, its note for the brief. The turn then
+        decides again inside its transaction, with these as inputs."""
+        assert self.llm is not None
+        # The conversation is opened first (its own short transaction), so the model's calls are stored
+        # against it.
+        conversation, _created = await self.store.conversation_for(message)
+        if conversation.state is ConversationState.resolved:
+            if conversation.awaiting == "csat" and _SCORE.match(message.text):
+                return Hints()
+            conversation = conversation.model_copy(update={"state": ConversationState.open, "awaiting": None,
+                                                           "claimed_by": None, "asked": ()})
+        window = timedelta(days=self.policy.repeat_contact.window_days)
+        prior = await self.store.prior_contacts(message.platform, message.author.id,
+                                                since=message.at - window, exclude=conversation.id)
+        decision, actions = await self._decide(conversation, message, prior=prior)
+        deadline = asyncio.get_running_loop().time() + self.first_reply
+        opinion = await self._opinion(conversation, message, decision, deadline)
+        if opinion is not None and (opinion.signals or opinion.answer):
+            decision, actions = await self._decide(conversation, message, prior=prior, extra=opinion.signals,
+                                                  grounded=opinion.answer)
+        note = None
+        if any(a.kind == "open_handoff" for a in actions) and await self.store.handoff(conversation.id) is None:
+            brief = await self._brief(conversation, decision, message, actions)
+            note = await self._note(brief, deadline)
+        return Hints(opinion=opinion, note=note)
+
     async def _opinion(self, conversation: Conversation, message: Message, decision: Decision,
                        deadline: float) -> Opinion | None:
         assert self.llm is not None
@@ -226,26 +361,27 @@ class Service:
                         fallback="offline engine")
             return None
 
-    async def _summarised(self, brief: Brief, deadline: float, conversation: Conversation) -> Brief:
-        """The brief with the model's summary fields (the customer's urgent words stay theirs), and for
-        an assisted intent the model's draft reply, for a person to approve (if the guard lets it through)."""
+    async def _note(self, brief: Brief, deadline: float) -> HandoffNote | None:
+        """The model's summary of a handoff (goal, timeline, what was tried, next step, a draft reply)."""
         assert self.llm is not None
         data = {"customer": brief.customer, "route": brief.route, "severity": brief.severity,
                 "why_now": brief.why_now, "details": {k: v for k, v in brief.details.items() if v},
                 "conversation": _within_budget(brief.transcript)}
         try:
             async with asyncio.timeout_at(deadline):
-                note = await self.llm.handoff_note(data, conversation_id=brief.conversation_id)
+                return await self.llm.handoff_note(data, conversation_id=brief.conversation_id)
         except TimeoutError:
             log.warning("llm_deadline", conversation_id=brief.conversation_id, use="handoff")
-            return brief
-        if note is None:
-            return brief
+            return None
+
+    def _with_note(self, brief: Brief, note: HandoffNote, conversation: Conversation) -> Brief:
+        """The brief with the model's summary fields (the customer's urgent words stay theirs), and for
+        an assisted intent the model's draft reply, for a person to approve (if the guard lets it through)."""
         assisted = any(rule.startswith("tier.") and rule.endswith(".assisted") for rule in brief.rules)
         draft = note.draft.strip()
         return brief.model_copy(update={"goal": note.goal[:300] or brief.goal, "timeline": note.timeline[:12],
                                         "tried": note.tried[:12], "next_step": note.next_step or brief.next_step,
-                                        "written_by": self.llm.model,
+                                        "written_by": self.llm.model if self.llm is not None else None,
                                         "draft": draft if assisted and draft and not self.check_staff_text(
                                             conversation, draft) else None})
 
@@ -350,18 +486,27 @@ class Service:
             self.wake()
         return moved
 
-    async def delivered(self, parcel: Parcel, result: dict[str, object] | None) -> None:
-        """After-delivery bookkeeping (the courier calls it): a posted card starts the SLA timer."""
+    def delivered(self, parcel: Parcel, result: dict[str, object] | None) -> Card | None:
+        """What a delivery changes besides its row (the courier stores it with the row): a posted card is
+        the internal thread, and starts the SLA timer."""
         action = parcel.action
         if isinstance(action, OpenHandoff) and result and result.get("card_ts"):
-            await self.store.set_card(parcel.conversation.id, channel=str(result["card_channel"]),
-                                      ts=str(result["card_ts"]))
-            due = self.policy.sla_due(action.severity, datetime.now(UTC))
-            await self.store.start_sla(parcel.conversation.id, route=action.route, due=due)
+            return Card(conversation_id=parcel.conversation.id, channel=str(result["card_channel"]),
+                        ts=str(result["card_ts"]), sla_route=action.route,
+                        sla_due=self.policy.sla_due(action.severity, datetime.now(UTC)))
+        return None
 
-    async def _enqueue(self, conversation_id: str, actions: list[Action], *, source: str) -> None:
-        await self.store.enqueue(conversation_id, actions, source=source)
-        self.wake()
+    async def _enqueue(self, conversation_id: str, actions: list[Action], *, source: str,
+                       wake: bool = True) -> list[int]:
+        queued = await self.store.enqueue(conversation_id, actions, source=source)
+        if wake:
+            self.wake()
+        return queued
+
+
+def thread_of(message: Message) -> str:
+    """The inbox's ordering key of a message: its thread."""
+    return thread_key(message.platform, message.workspace, message.channel, message.thread or message.event_id)
 
 
 def _within_budget(lines: list[Line], chars: int = 5000, per_line: int = 400) -> list[str]:

@@ -7,7 +7,7 @@ Names follow DESIGN.md's configuration contract. An empty variable counts as uns
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     knowledge: Path | None = Field(default=None, alias="BATON_KNOWLEDGE")
     port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
     log_level: str = Field(default="info", alias="BATON_LOG_LEVEL")
+    role: Literal["all", "web", "gateway"] = Field(default="all", alias="BATON_ROLE")
+    """``web``: HTTP platforms, inbox workers and courier (run N); ``gateway``: also Discord's gateway (run one)."""
+    workers: int = Field(default=8, alias="BATON_WORKERS", ge=1, le=256)
+    """Inbox workers per process: messages worked on at once."""
 
     @field_validator("customer_channels", "discord_channels", "discord_staff_roles", mode="before")
     @classmethod

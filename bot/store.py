@@ -7,8 +7,11 @@ The schema is owned by Alembic migrations (``bot/migrations``), applied by :meth
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.schema import SchemaItem
 
@@ -135,6 +137,7 @@ outbox = _of_conversation(
     sa.Column("created_at", Stamp, nullable=False),
     sa.Column("sent_at", Stamp),
     sa.Column("result", sa.JSON),
+    sa.Column("maybe_posted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_outbox_due", "status", "not_before"),
 )
 
@@ -143,6 +146,7 @@ loop_ins = _of_conversation(
     sa.Column("route", sa.String(64), nullable=False),
     sa.Column("actor", sa.String(64), nullable=False),
     sa.Column("at", Stamp, nullable=False),
+    sa.UniqueConstraint("conversation_id", "route", name="uq_loop_in_route"),
 )
 
 llm_calls = sa.Table(
@@ -178,10 +182,37 @@ inbox = sa.Table(
     sa.Column("platform", sa.String(32), nullable=False),
     sa.Column("event_id", sa.String(128), nullable=False),
     sa.Column("received_at", Stamp, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="message"),
+    sa.Column("payload", sa.JSON),
+    sa.Column("thread_key", sa.String(256)),
+    sa.Column("status", sa.String(16), nullable=False, server_default="done"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("not_before", Stamp),
+    sa.Column("done_at", Stamp),
     sa.UniqueConstraint("platform", "event_id", name="uq_inbox_event"),
+    sa.Index("ix_inbox_pending", "status", "id"),
+    sa.Index("ix_inbox_thread", "thread_key", "status", "id"),
 )
+"""Every inbound event, stored before the platform is acknowledged: pending until a worker has handled
+it (or given up on it: ``failed``, kept with its error and payload), ``done`` after."""
+
+inbox_id_param = sa.bindparam("inbox_id", type_=sa.Integer)
+_earlier = inbox.alias("earlier")
+_EARLIER = sa.select(_earlier.c.id).where(
+    (_earlier.c.thread_key == sa.bindparam("key")) & (_earlier.c.status == "pending")
+    & (_earlier.c.id < sa.bindparam("inbox_id", type_=sa.Integer))).limit(1)
+"""An earlier pending row of the same thread: the row at hand must wait for it."""
+_FOLLOWING = sa.select(inbox.c.id).where(
+    (inbox.c.thread_key == sa.bindparam("key")) & (inbox.c.status == "pending")
+    & (inbox.c.id > sa.bindparam("inbox_id", type_=sa.Integer))).order_by(inbox.c.id).limit(1)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _inbound(row: Any) -> Inbound:
+    return Inbound(id=row["id"], platform=row["platform"], event_id=row["event_id"], kind=row["kind"],
+                   payload=dict(row["payload"] or {}), thread_key=row["thread_key"] or "", attempts=row["attempts"])
 
 
 def _utc(value: datetime) -> datetime:
@@ -209,6 +240,40 @@ def _outbox_row(conversation_id: str, action: Action, key: str, decision_id: int
             "last_error": "; ".join(held) if held is not None else None}
 
 
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows ``ON CONFLICT`` (SQLite and PostgreSQL both do)."""
+    return (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+@dataclass(frozen=True)
+class Card:
+    """Where a handoff card was posted, and the SLA timer it starts."""
+
+    conversation_id: str
+    channel: str
+    ts: str
+    sla_route: str | None
+    sla_due: datetime | None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One inbox row: an event as the platform sent it (``kind`` says how to read ``payload``)."""
+
+    id: int
+    platform: str
+    event_id: str
+    kind: str
+    payload: dict[str, Any]
+    thread_key: str
+    attempts: int = 0
+
+
+def thread_key(platform: str, workspace: str, channel: str, thread: str) -> str:
+    """What orders an inbox: the messages of one thread are handled one at a time, in arrival order."""
+    return f"{platform}:{workspace}:{channel}:{thread}"[:256]
+
+
 def _of_platforms(platforms: Collection[str] | None) -> sa.ColumnElement[bool]:
     """Outbox rows of conversations on ``platforms`` (all rows when ``None``)."""
     if platforms is None:
@@ -230,7 +295,37 @@ class Store:
                                                            pool_timeout=60, connect_args={"timeout": 30})
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_timeout=10,
+                                              connect_args={"timeout": 5, "command_timeout": 30})
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self._current: ContextVar[AsyncConnection | None] = ContextVar(f"baton-store-{id(self)}", default=None)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction for everything the store does inside this block (in this task): it all
+        commits together or not at all. Nested blocks join the outer one."""
+        current = self._current.get()
+        if current is not None:
+            yield current
+            return
+        async with self.engine.begin() as conn:
+            token = self._current.set(conn)
+            try:
+                yield conn
+            finally:
+                self._current.reset(token)
+
+    def _begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """The transaction of the enclosing :meth:`transaction` block, or a new one of its own."""
+        current = self._current.get()
+        if current is not None:
+            return contextlib.nullcontext(current)
+        return self.engine.begin()
+
+    async def ping(self) -> None:
+        """One round trip to the database (readiness): raises when it cannot answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
 
     @staticmethod
     def describe(url: str) -> str:
@@ -256,19 +351,90 @@ class Store:
 
     # ---- inbox ----
 
-    async def record_event(self, platform: str, event_id: str) -> bool:
-        """True the first time an event id is seen; False for a duplicate (a retry, a second delivery)."""
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(inbox.insert().values(platform=platform, event_id=event_id, received_at=_now()))
-            return True
-        except IntegrityError:
-            return False
+    async def receive(self, platform: str, event_id: str, *, kind: str, payload: dict[str, Any],
+                      thread: str) -> int | None:
+        """Store an inbound event, pending, in one short transaction; its id, or ``None`` for a duplicate
+        (a retry, or the same message under another event type). Raises when the database cannot take it:
+        the platform must then not be acknowledged."""
+        async with self._begin() as conn:
+            statement = _insert(conn, inbox).values(
+                platform=platform, event_id=event_id[:128], received_at=_now(), kind=kind, payload=payload,
+                thread_key=thread, status="pending", attempts=0).on_conflict_do_nothing().returning(inbox.c.id)
+            return (await conn.execute(statement)).scalar_one_or_none()
 
-    async def forget_event(self, platform: str, event_id: str) -> None:
-        """Undo :meth:`record_event` for an event that could not be handled, so a redelivery is."""
-        async with self.engine.begin() as conn:
-            await conn.execute(inbox.delete().where((inbox.c.platform == platform) & (inbox.c.event_id == event_id)))
+    async def take_inbound(self, inbound_id: int) -> bool:
+        """Inside :meth:`transaction`: lock a pending inbox row for this turn, if it is the next of its
+        thread and no other worker holds it. The lock is the lease: it ends with the transaction, so a
+        worker that dies leaves the row pending for the next one."""
+        conn = self._current.get()
+        assert conn is not None, "take_inbound runs inside Store.transaction()"
+        query = sa.select(inbox.c.thread_key).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        key = (await conn.execute(query, {"inbox_id": inbound_id})).scalar_one_or_none()
+        if key is None:
+            return False
+        earlier = (await conn.execute(_EARLIER, {"key": key, "inbox_id": inbound_id})).scalar_one_or_none()
+        if earlier is not None and self.postgres:
+            # Another process may be working on the earlier message right now: wait for its turn to
+            # commit (its row lock), then look again, rather than leave this one for the poller.
+            await conn.execute(sa.select(inbox.c.id).where(inbox.c.id == earlier).with_for_update())
+            earlier = (await conn.execute(_EARLIER, {"key": key, "inbox_id": inbound_id})).scalar_one_or_none()
+        return earlier is None
+
+    async def following(self, inbound_id: int, thread: str) -> int | None:
+        """The next pending row of ``thread`` after ``inbound_id`` (whoever finishes a turn starts the next)."""
+        async with self._begin() as conn:
+            return (await conn.execute(_FOLLOWING, {"key": thread, "inbox_id": inbound_id})).scalar_one_or_none()
+
+    async def finish_inbound(self, inbound_id: int, *, status: str = "done") -> None:
+        async with self._begin() as conn:
+            await conn.execute(inbox.update().where(inbox.c.id == inbound_id)
+                               .values(status=status, done_at=_now(), payload=None if status == "done" else
+                                       inbox.c.payload))
+
+    async def inbound_failed(self, inbound_id: int, error: str, *, give_up_after: int = 5) -> bool:
+        """Count a failed attempt; after ``give_up_after`` the row is ``failed`` (kept, with its payload,
+        for an operator) so that it stops holding back its thread. True when it gave up."""
+        async with self._begin() as conn:
+            attempts = (await conn.execute(
+                inbox.update().where((inbox.c.id == inbound_id) & (inbox.c.status == "pending"))
+                .values(attempts=inbox.c.attempts + 1, last_error=error[:2000],
+                        not_before=_now() + timedelta(seconds=2))
+                .returning(inbox.c.attempts))).scalar_one_or_none()
+            if attempts is not None and attempts >= give_up_after:
+                await conn.execute(inbox.update().where(inbox.c.id == inbound_id)
+                                   .values(status="failed", done_at=_now()))
+                return True
+        return False
+
+    async def pending_inbound(self, *, received_before: datetime | None = None, limit: int = 100,
+                              ids: Sequence[int] | None = None) -> list[Inbound]:
+        """Pending rows that are due, the first of each thread only (the next one waits its turn), oldest
+        first: what a worker that restarted, or whose colleague died, picks up."""
+        now = _now()
+        earlier = inbox.alias("earlier")
+        blocked = sa.exists().where((earlier.c.thread_key == inbox.c.thread_key) & (earlier.c.status == "pending")
+                                    & (earlier.c.id < inbox.c.id))
+        query = sa.select(inbox).where((inbox.c.status == "pending") & ~blocked
+                                       & (inbox.c.not_before.is_(None) | (inbox.c.not_before <= now)))
+        if received_before is not None:
+            query = query.where(inbox.c.received_at <= received_before)
+        if ids is not None:
+            query = query.where(inbox.c.id.in_(ids))
+        async with self._begin() as conn:
+            rows = (await conn.execute(query.order_by(inbox.c.id).limit(limit))).mappings().all()
+        return [_inbound(r) for r in rows]
+
+    async def inbox_counts(self) -> dict[str, int]:
+        async with self._begin() as conn:
+            rows = (await conn.execute(sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))).all()
+        return {str(status): int(n) for status, n in rows}
+
+    async def inbound(self, inbound_id: int) -> dict[str, Any] | None:
+        async with self._begin() as conn:
+            row = (await conn.execute(sa.select(inbox).where(inbox.c.id == inbound_id))).mappings().first()
+        return dict(row) if row is not None else None
 
     # ---- conversations ----
 
@@ -281,33 +447,31 @@ class Store:
         thread = message.thread or message.event_id
         key = (conversations.c.platform == message.platform) & (conversations.c.workspace == message.workspace) \
             & (conversations.c.channel == message.channel) & (conversations.c.thread == thread)
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(sa.select(conversations).where(key))).mappings().first()
+        async with self._begin() as conn:
+            query = sa.select(conversations).where(key)
+            if self.postgres:
+                query = query.with_for_update()  # staff actions wait for this turn, and it for them
+            row = (await conn.execute(query)).mappings().first()
             if row is not None:
                 return self._conversation(row), False
-        new_id = str(uuid.uuid4())
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(conversations.insert().values(
-                    id=new_id, platform=message.platform, workspace=message.workspace, channel=message.channel,
-                    thread=thread, customer_id=message.author.id, customer_name=message.author.name,
-                    organisation=message.author.organisation, customer_timezone=message.author.timezone,
-                    state=ConversationState.open.value,
-                    details={}, started_at=message.at, updated_at=message.at,
-                ))
+            new_id = str(uuid.uuid4())
+            created = (await conn.execute(_insert(conn, conversations).values(
+                id=new_id, platform=message.platform, workspace=message.workspace, channel=message.channel,
+                thread=thread, customer_id=message.author.id, customer_name=message.author.name,
+                organisation=message.author.organisation, customer_timezone=message.author.timezone,
+                state=ConversationState.open.value, details={}, asked=[], started_at=message.at,
+                updated_at=message.at,
+            ).on_conflict_do_nothing().returning(conversations.c.id))).scalar_one_or_none()
+            if created is not None:
                 await conn.execute(transitions.insert().values(
                     conversation_id=new_id, from_state=None, to_state=ConversationState.open.value,
                     cause="first customer message", actor=message.author.id, at=_now(),
                 ))
-            created = True
-        except IntegrityError:
-            created = False
-        async with self.engine.begin() as conn:
             row = (await conn.execute(sa.select(conversations).where(key))).mappings().one()
-        return self._conversation(row), created
+        return self._conversation(row), created is not None
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             row = (await conn.execute(
                 sa.select(conversations).where(conversations.c.id == conversation_id))).mappings().first()
         return self._conversation(row) if row is not None else None
@@ -322,7 +486,7 @@ class Store:
             & (conversations.c.started_at >= since))
         if exclude is not None:
             query = query.where(conversations.c.id != exclude)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(query.order_by(conversations.c.started_at.desc()).limit(limit))).all()
         rows = rows[::-1]
         return [PriorContact(conversation_id=r.id, intent=r.intent, state=ConversationState(r.state),
@@ -343,18 +507,18 @@ class Store:
         if conn is not None:
             await run(conn)
         else:
-            async with self.engine.begin() as c:
+            async with self._begin() as c:
                 await run(c)
 
     async def transitions_of(self, conversation_id: str) -> list[dict[str, Any]]:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(sa.select(transitions).where(transitions.c.conversation_id == conversation_id)
                                        .order_by(transitions.c.id))).mappings().all()
         return [dict(r) for r in rows]
 
     async def claim(self, conversation_id: str, who: str) -> tuple[bool, str | None]:
         """First writer wins: one conditional update. Returns ``(won, owner)``."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             before = (await conn.execute(sa.select(conversations.c.state)
                                          .where(conversations.c.id == conversation_id))).scalar_one_or_none()
             result = await conn.execute(
@@ -374,16 +538,16 @@ class Store:
     # ---- messages and decisions ----
 
     async def save_turn(self, conversation: Conversation, message: Message, decision: Decision,
-                        actions: Sequence[Action], *, policy_version: str) -> ConversationState:
+                        actions: Sequence[Action], *, policy_version: str) -> tuple[ConversationState, list[int]]:
         """Record a customer message, the decision on it and its actions, in one transaction.
 
         Either all of it is stored or none of it, so a crash never leaves a decision whose actions
-        were lost. Returns the conversation's state after the turn.
+        were lost. Returns the conversation's state after the turn and the new outbox rows' ids.
         """
         state = conversation.state
         inputs = {"text": message.text, "event_id": message.event_id, "state": conversation.state.value,
                   "organisation": message.author.organisation}
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             message_id = (await conn.execute(messages.insert().values(
                 conversation_id=conversation.id, role=message.author.role.value, author_id=message.author.id,
                 author_name=message.author.name, text=message.text, event_id=message.event_id, at=message.at,
@@ -416,9 +580,9 @@ class Store:
                 if isinstance(action, OpenHandoff) and action.brief is not None:
                     update["brief"] = action.brief
             await conn.execute(conversations.update().where(conversations.c.id == conversation.id).values(**update))
-            for index, action in enumerate(actions):
-                await conn.execute(outbox.insert().values(
-                    **_outbox_row(conversation.id, action, f"{decision_id}:{index}:{action.kind}", decision_id)))
+            queued = [(await conn.execute(outbox.insert().values(
+                **_outbox_row(conversation.id, action, f"{decision_id}:{index}:{action.kind}", decision_id))
+                .returning(outbox.c.id))).scalar_one() for index, action in enumerate(actions)]
             if decision.escalate and state in (ConversationState.open, ConversationState.gathering):
                 state = ConversationState.escalated
                 await self.transition(conversation.id, state, conn=conn,
@@ -427,18 +591,18 @@ class Store:
                 state = ConversationState.gathering
                 what = ", ".join(decision.missing) if decision.missing else "confirmation of the details"
                 await self.transition(conversation.id, state, conn=conn, cause="asking for " + what, actor="baton")
-        return state
+        return state, queued
 
     async def record_message(self, conversation_id: str, message: Message) -> None:
         """Keep a message that needs no decision (a staff reply in the customer's thread)."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(messages.insert().values(
                 conversation_id=conversation_id, role=message.author.role.value, author_id=message.author.id,
                 author_name=message.author.name, text=message.text, event_id=message.event_id, at=message.at))
 
     async def transcript(self, conversation_id: str) -> list[dict[str, Any]]:
         """Every message of the conversation, oldest first: customer, staff and the bot's own."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(sa.select(messages).where(messages.c.conversation_id == conversation_id)
                                        .order_by(messages.c.at, messages.c.id))).mappings().all()
         return [dict(r, at=_utc(r["at"])) for r in rows]
@@ -448,12 +612,12 @@ class Store:
         query = sa.select(outbox).where(outbox.c.status == "held")
         if conversation_id is not None:
             query = query.where(outbox.c.conversation_id == conversation_id)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(query.order_by(outbox.c.id))).mappings().all()
         return [dict(r) for r in rows]
 
     async def decisions_of(self, conversation_id: str) -> list[dict[str, Any]]:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(sa.select(decisions).where(decisions.c.conversation_id == conversation_id)
                                        .order_by(decisions.c.id))).mappings().all()
         return [dict(r) for r in rows]
@@ -467,14 +631,14 @@ class Store:
         repeated cause (a retried interaction) cannot enqueue the same actions twice.
         """
         ids: list[int] = []
-        try:
-            async with self.engine.begin() as conn:
-                for index, action in enumerate(actions):
-                    ids.append((await conn.execute(outbox.insert().values(
-                        **_outbox_row(conversation_id, action, f"{source}:{index}:{action.kind}"))
-                        .returning(outbox.c.id))).scalar_one())
-        except IntegrityError:
-            return []
+        async with self._begin() as conn:
+            for index, action in enumerate(actions):
+                new = (await conn.execute(_insert(conn, outbox).values(
+                    **_outbox_row(conversation_id, action, f"{source}:{index}:{action.kind}"))
+                    .on_conflict_do_nothing().returning(outbox.c.id))).scalar_one_or_none()
+                if new is None:
+                    return ids  # this cause was enqueued before
+                ids.append(new)
         return ids
 
     async def take_due(self, limit: int = 50, *, lease: timedelta = timedelta(seconds=60),
@@ -496,46 +660,93 @@ class Store:
         query = (sa.select(outbox).where((outbox.c.status == "pending") & (outbox.c.not_before <= now) & ~blocked
                                          & _of_platforms(platforms))
                  .order_by(outbox.c.id).limit(limit))
+        if self.postgres:
+            query = query.with_for_update(of=outbox, skip_locked=True)
         taken: list[dict[str, Any]] = []
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(query)).mappings().all()
             for row in rows:
+                # maybe_posted: from now on a post may exist even if no answer comes back.
                 result = await conn.execute(
                     outbox.update().where((outbox.c.id == row["id"]) & (outbox.c.status == "pending")
                                           & (outbox.c.not_before == row["not_before"]))
-                    .values(not_before=now + lease))
+                    .values(not_before=now + lease, maybe_posted=True))
                 if result.rowcount == 1:
                     taken.append(dict(row))
         return taken
 
+    async def take_rows(self, ids: Sequence[int], *, lease: timedelta) -> list[dict[str, Any]]:
+        """Take rows just written (inside the turn's transaction) for delivery by the worker at hand, unless
+        an earlier action of the conversation is still pending (then the courier delivers them in order)."""
+        if not ids:
+            return []
+        async with self._begin() as conn:
+            rows = (await conn.execute(sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id))
+                    ).mappings().all()
+            waiting = (await conn.execute(sa.select(outbox.c.id).where(
+                (outbox.c.conversation_id == rows[0]["conversation_id"]) & (outbox.c.status == "pending")
+                & (outbox.c.id < min(ids))).limit(1))).first()
+            if waiting is not None:
+                return []
+            await conn.execute(outbox.update().where(outbox.c.id.in_(ids) & (outbox.c.status == "pending"))
+                               .values(not_before=_now() + lease, maybe_posted=True))
+        return [dict(r, maybe_posted=False) for r in rows if r["status"] == "pending"]
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Hand rows taken by :meth:`take_rows` but never tried back to the courier, at once."""
+        if ids:
+            async with self._begin() as conn:
+                await conn.execute(outbox.update().where(outbox.c.id.in_(ids) & (outbox.c.status == "pending"))
+                                   .values(not_before=_now(), maybe_posted=False))
+
     async def next_due(self, *, platforms: Collection[str] | None = None) -> datetime | None:
         """When the next pending action (taken or not) becomes due; ``None`` when there is none."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             value = (await conn.execute(sa.select(sa.func.min(outbox.c.not_before))
                                         .where((outbox.c.status == "pending") & _of_platforms(platforms)))
                      ).scalar_one_or_none()
         return _utc(value) if value is not None else None
 
-    async def mark_sent(self, action_id: int, result: dict[str, Any] | None = None) -> bool:
-        """Mark an action delivered; False if it was already (so it is never sent twice)."""
-        async with self.engine.begin() as conn:
+    async def mark_sent(self, action_id: int, result: dict[str, Any] | None = None,
+                        *, card: Card | None = None) -> bool:
+        """Mark an action delivered, with what it produced (``card``: where a handoff card was posted and
+        its SLA timer), in one transaction; False if it was already (so it is never sent twice)."""
+        async with self._begin() as conn:
             done = await conn.execute(
                 outbox.update().where((outbox.c.id == action_id) & (outbox.c.status == "pending"))
                 .values(status="sent", sent_at=_now(), attempts=outbox.c.attempts + 1, result=result))
+            if done.rowcount == 1 and card is not None:
+                await conn.execute(conversations.update().where(conversations.c.id == card.conversation_id)
+                                   .values(card_channel=card.channel, card_ts=card.ts))
+                await conn.execute(conversations.update().where(
+                    (conversations.c.id == card.conversation_id) & conversations.c.claimed_by.is_(None)
+                    & (conversations.c.state == ConversationState.escalated.value))
+                    .values(sla_due=card.sla_due, sla_route=card.sla_route))
         return done.rowcount == 1
 
-    async def mark_failed(self, action_id: int, error: str, *, retry_at: datetime | None) -> None:
-        """Record a failed attempt; ``retry_at=None`` gives up (status ``failed``, kept for review)."""
+    async def mark_sent_many(self, done: Sequence[tuple[int, dict[str, Any] | None, Card | None]]) -> None:
+        """:meth:`mark_sent` for several rows, in one transaction."""
+        async with self.transaction():
+            for action_id, result, card in done:
+                await self.mark_sent(action_id, result, card=card)
+
+    async def mark_failed(self, action_id: int, error: str, *, retry_at: datetime | None,
+                          posted: bool = True) -> None:
+        """Record a failed attempt; ``retry_at=None`` gives up (status ``failed``, kept for review).
+        ``posted=False``: the platform certainly did not act (a refusal, a rate limit, no connection), so
+        the next attempt need not look for the post first."""
         values: dict[str, Any] = {"attempts": outbox.c.attempts + 1, "last_error": error[:2000]}
         if retry_at is None:
             values["status"] = "failed"
         else:
             values["not_before"] = retry_at
-        async with self.engine.begin() as conn:
+        if not posted:
+            values["maybe_posted"] = False
+        async with self._begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == action_id).values(**values))
 
     async def outbox_of(self, conversation_id: str) -> list[dict[str, Any]]:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(sa.select(outbox).where(outbox.c.conversation_id == conversation_id)
                                        .order_by(outbox.c.id))).mappings().all()
         return [dict(r) for r in rows]
@@ -547,7 +758,7 @@ class Store:
         """The conversation of a thread, without opening one."""
         key = (conversations.c.platform == platform) & (conversations.c.workspace == workspace) \
             & (conversations.c.channel == channel) & (conversations.c.thread == thread)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             row = (await conn.execute(sa.select(conversations).where(key))).mappings().first()
         return self._conversation(row) if row is not None else None
 
@@ -558,7 +769,7 @@ class Store:
 
     async def with_handoff(self, conversation_id: str) -> tuple[Conversation, Handoff | None] | None:
         """The conversation and its handoff, read together (what a delivery needs); ``None`` if no such one."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             row = (await conn.execute(sa.select(conversations)
                                       .where(conversations.c.id == conversation_id))).mappings().first()
             if row is None:
@@ -576,13 +787,13 @@ class Store:
 
     async def set_card(self, conversation_id: str, *, channel: str, ts: str) -> None:
         """Remember where the internal card was posted (its thread is the internal thread)."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
                                .values(card_channel=channel, card_ts=ts))
 
     async def start_sla(self, conversation_id: str, *, route: str, due: datetime) -> None:
         """Start (or restart) the timer of an unclaimed handoff. Kept in the database: it survives restarts."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(conversations.update().where(
                 (conversations.c.id == conversation_id) & conversations.c.claimed_by.is_(None)
                 & (conversations.c.state == ConversationState.escalated.value))
@@ -593,12 +804,12 @@ class Store:
         query = sa.select(conversations).where(
             (conversations.c.state == ConversationState.escalated.value) & conversations.c.sla_due.is_not(None)
             & (conversations.c.sla_due <= (now or _now()))).order_by(conversations.c.sla_due)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [self._conversation(r) for r in rows]
 
     async def next_sla(self) -> datetime | None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             value = (await conn.execute(sa.select(sa.func.min(conversations.c.sla_due)).where(
                 conversations.c.state == ConversationState.escalated.value))).scalar_one_or_none()
         return _utc(value) if value is not None else None
@@ -607,7 +818,7 @@ class Store:
                            due: datetime | None, actions: Sequence[Action]) -> bool:
         """Move an overdue handoff up a route and enqueue its re-ping, once: a compare-and-set on the
         timer, so two workers never ping twice for the same lapse. ``due=None`` stops the timer."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             result = await conn.execute(conversations.update().where(
                 (conversations.c.id == conversation_id) & (conversations.c.sla_due == seen_due)
                 & (conversations.c.state == ConversationState.escalated.value))
@@ -624,19 +835,16 @@ class Store:
         return True
 
     async def loop_in(self, conversation_id: str, route: str, actor: str) -> bool:
-        """Record that ``actor`` looped ``route`` in; False if that route was already in."""
-        async with self.engine.begin() as conn:
-            seen = (await conn.execute(sa.select(loop_ins.c.id).where(
-                (loop_ins.c.conversation_id == conversation_id) & (loop_ins.c.route == route)))).first()
-            if seen is not None:
-                return False
-            await conn.execute(loop_ins.insert().values(conversation_id=conversation_id, route=route,
-                                                        actor=actor, at=_now()))
-        return True
+        """Record that ``actor`` looped ``route`` in; False if that route was already in (the schema's
+        unique key decides, so simultaneous clicks in any number of processes record one)."""
+        async with self._begin() as conn:
+            done = await conn.execute(_insert(conn, loop_ins).values(
+                conversation_id=conversation_id, route=route, actor=actor, at=_now()).on_conflict_do_nothing())
+        return done.rowcount == 1
 
     async def resolve(self, conversation_id: str, actor: str, *, awaiting_csat: bool) -> bool:
         """Close a conversation; False if it was already resolved."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             before = (await conn.execute(sa.select(conversations.c.state)
                                          .where(conversations.c.id == conversation_id))).scalar_one_or_none()
             result = await conn.execute(conversations.update().where(
@@ -653,7 +861,7 @@ class Store:
 
     async def reopen(self, conversation_id: str, *, actor: str) -> None:
         """A resolved conversation the customer writes in again: open, with no owner, card or timer."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(conversations.update().where(conversations.c.id == conversation_id).values(
                 claimed_by=None, resolved_by=None, brief=None, card_channel=None, card_ts=None, sla_due=None,
                 sla_route=None, awaiting=None, asked=[], updated_at=_now()))
@@ -661,13 +869,13 @@ class Store:
                                   actor=actor, conn=conn)
 
     async def record_csat(self, conversation_id: str, score: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
                                .values(csat=score, awaiting=None, updated_at=_now()))
 
     async def recent_conversations(self, platform: str, *, since: datetime) -> list[Conversation]:
         """The platform's conversations that are not resolved, or were active since ``since``."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(sa.select(conversations).where(
                 (conversations.c.platform == platform)
                 & ((conversations.c.state != ConversationState.resolved.value) | (conversations.c.updated_at >= since)))
@@ -677,12 +885,12 @@ class Store:
     # ---- language-model calls ----
 
     async def record_llm_call(self, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(llm_calls.insert().values(at=_now(), **values))
 
     async def llm_tokens(self, conversation_id: str) -> int:
         """Tokens spent on the model for one conversation so far (prompt and completion)."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             spent = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(
                 llm_calls.c.prompt_tokens + llm_calls.c.completion_tokens), 0))
                 .where(llm_calls.c.conversation_id == conversation_id))).scalar_one()
@@ -694,14 +902,14 @@ class Store:
             query = query.where(llm_calls.c.conversation_id == conversation_id)
         if use is not None:
             query = query.where(llm_calls.c.use == use)
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
     # ---- cursors: the last message seen per place ----
 
     async def advance_cursor(self, platform: str, place: str, seen: int) -> None:
         """Remember ``seen`` as the last message seen in ``place``, unless a later one already is."""
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
             statement = insert(cursors).values(platform=platform, place=place, last_seen=seen, at=_now())
             await conn.execute(statement.on_conflict_do_update(
@@ -710,7 +918,7 @@ class Store:
                 where=cursors.c.last_seen < statement.excluded.last_seen))
 
     async def cursors_of(self, platform: str) -> dict[str, int]:
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             rows = (await conn.execute(sa.select(cursors.c.place, cursors.c.last_seen)
                                        .where(cursors.c.platform == platform))).all()
         return {place: int(seen) for place, seen in rows}

@@ -6,6 +6,12 @@ sends them: the payloads below follow the shapes of recorded Discord payloads (A
 also be put in a channel's history without being sent on the gateway, as if the bot had been away;
 ``reconnect()`` makes the client RESUME its session. REST answers carry exactly
 ``Content-Type: application/json`` (discord.py rejects ``; charset=utf-8``).
+
+Creating a message honours ``nonce`` with ``enforce_nonce`` as Discord documents it: a second create with the
+same nonce, by the same author in the same channel within ``nonce_window`` seconds, answers the FIRST message
+(same id, 200) and creates nothing (discord.py 2.7 sends ``enforce_nonce: true`` with every ``send``). Fault
+modes: ``fail`` (the request is refused) and ``fail_after`` (the request takes effect, the answer is lost: a
+5xx, or the connection closed without an answer).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ PEOPLE: dict[int, dict[str, Any]] = {
 }
 MESSAGE_CONTENT = 1 << 15
 CONTENT_LIMITED = 1 << 19
+NONCE_MAX = 25
+"""Discord's longest nonce (an integer or a string of at most 25 characters)."""
 
 
 def iso(at: datetime | None = None) -> str:
@@ -96,6 +104,12 @@ class Sent:
     at: float = field(default_factory=time.perf_counter)
 
 
+def invalid_form(field_name: str, code: str, message: str) -> dict[str, Any]:
+    """Discord's 400 for a field it refuses (code 50035)."""
+    return {"message": "Invalid Form Body", "code": 50035,
+            "errors": {field_name: {"_errors": [{"code": code, "message": message}]}}}
+
+
 @dataclass
 class FakeDiscord:
     """Discord's REST endpoints Baton uses and its gateway, on a free loopback port."""
@@ -117,6 +131,14 @@ class FakeDiscord:
     _last_id: int = 0
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _failures: dict[str, list[int]] = field(default_factory=dict)
+    _lost: dict[str, list[int | None]] = field(default_factory=dict)
+    replayed: list[Sent] = field(default_factory=list)
+    """Creates answered with an earlier message because of their nonce (nothing was created)."""
+    nonce_window: float = 180.0
+    """How long a nonce is enforced ("the past few minutes" in Discord's documentation)."""
+    clock: Callable[[], float] = time.monotonic
+    """The time for the nonce window (a test may pass its own to move time without sleeping)."""
+    _nonces: dict[tuple[int, int, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     async def start(self) -> tuple[str, str]:
         """Serve; returns (the REST base, as ``DISCORD_API_URL``; the gateway URL)."""
@@ -188,6 +210,22 @@ class FakeDiscord:
     def fail(self, route: str, status: int, *, times: int = 1) -> None:
         """Answer the next ``times`` requests whose path ends with ``route`` (e.g. ``/messages``) with ``status``."""
         self._failures.setdefault(route, []).extend([status] * times)
+
+    def fail_after(self, route: str, status: int | None = 503, *, times: int = 1) -> None:
+        """The next ``times`` successful POSTs whose path ends with ``route`` take effect (the message exists,
+        the gateway hears of it) but the client is answered ``status`` instead, or, with ``status=None``, the
+        connection is closed without an answer. discord.py retries a 500, 502, 504 or 524 by itself (after
+        1 s, 3 s, ...) with the same payload; a 503 or a closed connection reaches the caller at once."""
+        self._lost.setdefault(route, []).extend([status] * times)
+
+    def messages_in(self, channel: int) -> list[dict[str, Any]]:
+        """The channel's messages as the fake keeps them, oldest first (those whose answer was lost too)."""
+        return sorted(self.history.get(channel, []), key=lambda m: int(m["id"]))
+
+    def with_nonce(self, nonce: str | int, channel: int | None = None) -> list[dict[str, Any]]:
+        """The messages created with ``nonce``: delivered once means exactly one."""
+        return [m for c, kept in self.history.items() if channel is None or c == channel for m in kept
+                if m.get("author", {}).get("id") == str(BOT) and str(m.get("nonce")) == str(nonce)]
 
     def posts(self, channel: int | None = None) -> list[Sent]:
         return [s for s in self.sent if channel is None or s.channel == channel]
@@ -263,20 +301,66 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["path"]
         body = await request.json() if request.can_read_body else {}
+        lost: int | None = 0
         async with self._changed:
             self.requests.append((request.method, path))
-            status, answer = self._answer(request, path, body)
+            status, answer, created = self._answer(request, path, body)
+            if created:
+                route = next((r for r, queue in self._lost.items() if path.endswith(r) and queue), None)
+                if route is not None:
+                    lost = self._lost[route].pop(0)
             self._changed.notify_all()
-        if request.method == "POST" and status in (200, 201):  # as Discord does, tell the gateway too
-            created = answer.get("thread_metadata") is not None
-            await self.dispatch("THREAD_CREATE" if created else "MESSAGE_CREATE",
-                                {**answer, "newly_created": True} if created
+        if created:  # as Discord does, tell the gateway too
+            thread = answer.get("thread_metadata") is not None
+            await self.dispatch("THREAD_CREATE" if thread else "MESSAGE_CREATE",
+                                {**answer, "newly_created": True} if thread
                                 else {**answer, "guild_id": str(GUILD), "member": member(BOT)})
+        if lost is None:  # created, and the client hears nothing: the connection just closes
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        if lost:
+            return web.Response(body=json.dumps({"message": "Service Unavailable" if lost == 503
+                                                 else "Internal Server Error", "code": 0}).encode(),
+                                status=lost, content_type="application/json")
         if status == 204:
             return web.Response(status=204)
         return web.Response(body=json.dumps(answer).encode(), status=status, content_type="application/json")
 
-    def _answer(self, request: web.Request, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def _answer(self, request: web.Request, path: str, body: dict[str, Any]) -> tuple[int, Any, bool]:
+        """The status and body of a REST request, and whether it created something (a message, a thread)."""
+        status, answer = self._answer_rest(request, path, body)
+        replayed = isinstance(answer, dict) and answer.pop("_replayed", False)
+        return status, answer, request.method == "POST" and status in (200, 201) and not replayed
+
+    def _create_message(self, cid: int, body: dict[str, Any]) -> tuple[int, Any]:
+        nonce = body.get("nonce")
+        if nonce is not None:
+            if not isinstance(nonce, str | int) or isinstance(nonce, bool):
+                return 400, invalid_form("nonce", "NONCE_TYPE_INVALID", "Nonce must be an integer or a string.")
+            if len(str(nonce)) > NONCE_MAX:
+                return 400, invalid_form("nonce", "BASE_TYPE_MAX_LENGTH", f"Must be {NONCE_MAX} or fewer in length.")
+        key = (cid, BOT, str(nonce))
+        if nonce is not None and body.get("enforce_nonce") is True:
+            seen = self._nonces.get(key)
+            if seen is not None and self.clock() - seen[0] <= self.nonce_window:
+                first = seen[1]
+                self.replayed.append(Sent(cid, body, int(first["id"])))
+                return 200, {**first, "_replayed": True}
+        payload = self.message(cid, BOT, body.get("content", ""))
+        payload["member"] = member(BOT)
+        if nonce is None:
+            payload.pop("nonce")
+        else:
+            payload["nonce"] = nonce
+        self.sent.append(Sent(cid, body, int(payload["id"])))
+        self.history.setdefault(cid, []).append(payload)
+        answer = {k: v for k, v in payload.items() if k not in ("guild_id", "member")}
+        if nonce is not None:
+            self._nonces[key] = (self.clock(), answer)
+        return 200, answer
+
+    def _answer_rest(self, request: web.Request, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         if request.headers.get("Authorization") != f"Bot {TOKEN}":
             return 401, {"message": "401: Unauthorized", "code": 0}
         for route, queue in self._failures.items():
@@ -304,15 +388,12 @@ class FakeDiscord:
             if cid not in self.channels:
                 return 404, {"message": "Unknown Channel", "code": 10003}
             if request.method == "POST":
-                payload = self.message(cid, BOT, body.get("content", ""))
-                payload["member"] = member(BOT)
-                self.sent.append(Sent(cid, body, int(payload["id"])))
-                self.history.setdefault(cid, []).append(payload)
-                return 200, {k: v for k, v in payload.items() if k not in ("guild_id", "member")}
+                return self._create_message(cid, body)
             after, limit = int(request.query.get("after", 0)), int(request.query.get("limit", 50))
             found = sorted((m for m in self.history.get(cid, []) if int(m["id"]) > after), key=lambda m: int(m["id"]))
             page = found[:limit]
-            return 200, [{k: v for k, v in m.items() if k not in ("guild_id", "member")} for m in reversed(page)]
+            return 200, [{k: v for k, v in m.items() if k not in ("guild_id", "member", "nonce")}  # REST omits them
+                         for m in reversed(page)]
         if parts[0] == "channels" and len(parts) == 5 and parts[4] == "threads":
             cid, mid = int(parts[1]), int(parts[3])
             if mid in self.channels:

@@ -1,21 +1,31 @@
 """A local fake of the Slack Web API, and a harness that drives the real Bolt app over real HTTP.
 
 The fake serves the methods Baton calls on 127.0.0.1, checks the bot token, records every call
-(with the time it arrived) and can answer a method with 429 + Retry-After or with 500. The harness
-signs event and interaction payloads modelled on real Slack Connect payloads and posts them to the
-adapter's ``/slack/events``; it awaits the adapter's tracker and the courier, never a sleep.
+(with the time it arrived) and can answer a method with 429 + Retry-After or with 500. It keeps every
+message posted, per channel, as Slack stores it (with its ``metadata``), and serves them back through
+``conversations.replies`` and ``conversations.history`` in Slack's shape, so that a courier can find out
+whether a post it is unsure of exists. Fault modes: ``fail`` (the call is refused), ``fail_after`` (the call
+is applied but its answer is lost: a 5xx, or the connection closed without an answer), ``hang_after``
+(applied, never answered: the client times out) and ``rate_limit`` (429 + Retry-After after N calls in a
+window, as Slack's tiers do). The harness signs event and interaction payloads modelled on real Slack
+Connect payloads and posts them to the adapter's ``/slack/events``; it awaits the adapter's tracker and the
+courier, never a sleep.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import itertools
 import json
+import math
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import ClientSession, web
@@ -24,12 +34,17 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import SlackAdapter, SlackConfig
+from bot.app import Application
+from bot.inbox import Tracker
+from bot.outbox import Courier
+from bot.platform import Factory
 from bot.service import Service
+from bot.settings import Settings
 
 TOKEN = "xoxb-test-0000-secret"
 SECRET = "signing-secret-for-tests"
 HOST_TEAM, CUSTOMER_TEAM = "T0VENDOR", "T0CUSTOMER"
-BOT_USER, BOT_ID = "U0BATON", "B0BATON"
+BOT_USER, BOT_ID, APP_ID = "U0BATON", "B0BATON", "A0BATON"
 SHARED, INTERNAL = "C0SHARED", "C0INTERNAL"
 GROUPS = {"support": "S0SUPPORT", "billing": "S0BILLING", "engineering": "S0ENG", "security": "S0SEC",
           "success": "S0SUCCESS", "cto": "S0CTO", "leadership": "S0LEAD"}
@@ -39,6 +54,40 @@ PEOPLE = {
     "U0SAM": {"name": "sam", "real_name": "Sam Agent", "team_id": HOST_TEAM, "tz": "America/New_York"},
     "U0KIM": {"name": "kim", "real_name": "Kim Lead", "team_id": HOST_TEAM, "tz": "Europe/London"},
 }
+OUTBOX_EVENT = "baton_outbox"
+"""The ``metadata.event_type`` of Baton's posts (``event_payload.outbox_id`` is the outbox row)."""
+BOT_PROFILE = {"id": BOT_ID, "deleted": False, "name": "Baton", "updated": 1_750_000_000, "app_id": APP_ID,
+               "icons": {"image_36": "https://a.slack-edge.com/80588/img/plugins/app/bot_36.png",
+                         "image_48": "https://a.slack-edge.com/80588/img/plugins/app/bot_48.png",
+                         "image_72": "https://a.slack-edge.com/80588/img/plugins/app/service_72.png"},
+               "team_id": HOST_TEAM}
+PAGE_LIMITS = {"conversations.replies": 1000, "conversations.history": 999}
+"""Slack's default and largest ``limit`` per page (replies: 1000; history: 100 by default, 999 at most)."""
+
+
+def _truthy(value: Any) -> bool:
+    """A boolean argument as Slack reads it (slack-sdk sends ``"1"``/``"0"`` in a query string)."""
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _ts(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _cursor(ts: str) -> str:
+    """Slack's cursors are opaque base64; history's decode to ``next_ts:<ts>``, as here."""
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _from_cursor(cursor: str) -> str | None:
+    try:
+        text = base64.b64decode(cursor.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return text.removeprefix("next_ts:") if text.startswith("next_ts:") and _ts(text[8:]) is not None else None
 
 
 @dataclass
@@ -46,8 +95,20 @@ class Call:
     method: str
     args: dict[str, Any]
     status: int
+    """The HTTP status answered; 0 when no answer was given (connection closed, or still hanging)."""
     at: float
     answer: Any = None
+    """The body of the answer; for a call whose answer was lost, the body Slack would have sent."""
+    applied: bool = False
+    """The call took effect in Slack (a post exists), whatever the client was told."""
+
+
+@dataclass
+class _Limit:
+    calls: int
+    per: float
+    retry_after: int | None
+    seen: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -60,10 +121,21 @@ class FakeSlack:
     })
     calls: list[Call] = field(default_factory=list)
     failures: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Every message the fake knows, per channel, oldest first, as Slack stores it (metadata included)."""
+    page_limits: dict[str, int] = field(default_factory=lambda: dict(PAGE_LIMITS))
+    """The largest ``limit`` per method; 15 mimics a commercially distributed app outside the Marketplace."""
+    clock: Callable[[], float] = time.monotonic
+    """The time for rate-limit windows (a test may pass its own to move time without sleeping)."""
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: TestServer | None = None
     _counts: dict[str, dict[tuple[str, bool], int]] = field(default_factory=dict)
+    _lost: dict[str, list[int | None]] = field(default_factory=dict)
+    _hang: dict[str, int] = field(default_factory=dict)
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+    _closing: bool = False
+    _limits: dict[str, _Limit] = field(default_factory=dict)
 
     async def start(self) -> str:
         app = web.Application()
@@ -73,33 +145,90 @@ class FakeSlack:
         return str(self.server.make_url("/api/"))
 
     async def close(self) -> None:
+        self._closing = True
+        self._release.set()
         if self.server is not None:
             await self.server.close()
 
+    # ---- fault modes ----
+
     def fail(self, method: str, status: int, *, times: int = 1, retry_after: int | None = None) -> None:
+        """Refuse the next ``times`` calls of ``method`` with ``status`` (nothing is applied)."""
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         self.failures.setdefault(method, []).extend([(status, headers)] * times)
+
+    def fail_after(self, method: str, status: int | None = 500, *, times: int = 1) -> None:
+        """The next ``times`` successful calls of ``method`` take effect (the post exists afterwards, in
+        replies and history), but the client is answered ``status`` instead, or, with ``status=None``, the
+        connection is closed without an answer."""
+        self._lost.setdefault(method, []).extend([status] * times)
+
+    def hang_after(self, method: str, *, times: int = 1) -> None:
+        """The next ``times`` successful calls of ``method`` take effect but are never answered (until
+        :meth:`release` or :meth:`close`): the client's own timeout fires."""
+        self._hang[method] = self._hang.get(method, 0) + times
+
+    def release(self) -> None:
+        """Let the calls hanging now finish (their clients have usually given up by then)."""
+        self._release.set()
+        if not self._closing:
+            self._release = asyncio.Event()
+
+    def rate_limit(self, method: str, calls: int, *, per: float = 60.0, retry_after: int | None = None) -> None:
+        """At most ``calls`` calls of ``method`` per ``per`` seconds; beyond, Slack's 429 with ``Retry-After``
+        (by default the seconds until the window has room again). ``calls=50`` is Tier 3; ``calls=1`` is what
+        ``conversations.replies``/``history`` allow an app distributed outside the Marketplace since 2025."""
+        self._limits[method] = _Limit(calls, per, retry_after)
+
+    # ---- what tests read ----
 
     def ok(self, method: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.status == 200 and (method is None or c.method == method)]
 
     def count(self, method: str, channel: str | None = None, *, top_level: bool = False) -> int:
-        """Successful calls of ``method`` (in ``channel``; only those outside threads if ``top_level``);
+        """Calls of ``method`` that took effect (in ``channel``; only those outside threads if ``top_level``);
         cheap enough to wait on under load."""
         counts = self._counts.get(method, {})
         return sum(n for (c, threaded), n in counts.items()
                    if (channel is None or c == channel) and not (top_level and threaded))
 
     def posts(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Messages posted, each with the ts Slack gave it (``posted_ts``)."""
-        return [{**c.args, "posted_ts": c.answer.get("ts")} for c in self.ok("chat.postMessage")
-                if channel is None or c.args.get("channel") == channel]
+        """Messages posted (those whose answer was lost too), each with the ts Slack gave it (``posted_ts``)."""
+        return [{**c.args, "posted_ts": c.answer.get("ts")} for c in self.calls
+                if c.applied and c.method == "chat.postMessage"
+                and (channel is None or c.args.get("channel") == channel)]
+
+    def messages_in(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+        """The replies in ``thread_ts``'s thread, or with ``None`` the channel's top-level messages; oldest first,
+        as Slack stores them."""
+        return [m for m in self.messages.get(channel, [])
+                if (m.get("thread_ts") == thread_ts and m["ts"] != thread_ts if thread_ts is not None
+                    else m.get("thread_ts") in (None, m["ts"]))]
+
+    def with_metadata(self, outbox_id: int | str, channel: str | None = None) -> list[dict[str, Any]]:
+        """The messages that carry Baton's outbox id ``outbox_id`` in their metadata."""
+        return [m for c, kept in self.messages.items() if channel is None or c == channel for m in kept
+                if (m.get("metadata") or {}).get("event_type") == OUTBOX_EVENT
+                and str((m["metadata"].get("event_payload") or {}).get("outbox_id")) == str(outbox_id)]
+
+    def count_with_metadata(self, outbox_id: int | str, channel: str | None = None) -> int:
+        """How many messages exist for the outbox row ``outbox_id``: exactly-once delivery means 1."""
+        return len(self.with_metadata(outbox_id, channel))
+
+    def add_message(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        """A message the fake did not post (a customer's, from an event) that replies and history should show."""
+        kept = {k: v for k, v in message.items() if k not in ("channel", "event_ts", "channel_type")}
+        kept.setdefault("type", "message")
+        self._keep(channel, kept)
+        return kept
 
     async def wait_for(self, predicate: Callable[[FakeSlack], bool], timeout: float = 10.0) -> None:
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), timeout)
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    # ---- HTTP ----
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         args: dict[str, Any] = dict(request.query)
         if request.can_read_body:
@@ -108,20 +237,53 @@ class FakeSlack:
                 args.update(json.loads(raw or b"{}"))
             else:
                 args.update(dict(urllib.parse.parse_qsl(raw.decode())))
-        for key in ("blocks", "view"):  # form-encoded calls carry these as JSON strings
+        for key in ("blocks", "view", "metadata"):  # form-encoded calls carry these as JSON strings
             if isinstance(args.get(key), str):
-                args[key] = json.loads(args[key])
+                try:
+                    args[key] = json.loads(args[key])
+                except json.JSONDecodeError:
+                    pass  # left as sent: the method answers invalid_metadata_format or the like
         status, headers, body = self._answer(method, args, request.headers.get("Authorization"))
+        applied = status == 200 and isinstance(body, dict) and bool(body.get("ok"))
+        lost: int | None | str = status  # what the client is told: a status, None (closed) or "hang"
+        if applied and (queue := self._lost.get(method)):
+            lost = queue.pop(0)
+        elif applied and self._hang.get(method):
+            self._hang[method] -= 1
+            lost = "hang"
         async with self._changed:
-            self.calls.append(Call(method, args, status, time.monotonic(), body))
-            if status == 200 and isinstance(body, dict) and body.get("ok"):
+            self.calls.append(Call(method, args, lost if isinstance(lost, int) else 0, time.monotonic(), body,
+                                   applied))
+            if applied:
                 per_channel = self._counts.setdefault(method, {})
                 key = (str(args.get("channel")), bool(args.get("thread_ts")))
                 per_channel[key] = per_channel.get(key, 0) + 1
             self._changed.notify_all()
-        if status == 500:
-            return web.Response(status=500, text="<html>Internal Server Error</html>", content_type="text/html")
+        if lost == "hang":
+            await self._release.wait()  # the event of this moment: release() replaces it for later hangs
+            return web.json_response(body, status=status, headers=headers)
+        if lost is None:  # the post exists, the client hears nothing: the connection just closes
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        status = int(lost)
+        if status >= 500:
+            return web.Response(status=status, text="<html>Internal Server Error</html>", content_type="text/html")
         return web.json_response(body, status=status, headers=headers)
+
+    def _limited(self, method: str) -> int | None:
+        """The Retry-After of a call beyond ``method``'s rate limit, or None if it may go through."""
+        limit = self._limits.get(method)
+        if limit is None:
+            return None
+        now = self.clock()
+        limit.seen = [t for t in limit.seen if t > now - limit.per]
+        if len(limit.seen) < limit.calls:
+            limit.seen.append(now)
+            return None
+        if limit.retry_after is not None:
+            return limit.retry_after
+        return max(1, math.ceil(limit.seen[0] + limit.per - now))
 
     def _answer(self, method: str, args: dict[str, Any], auth: str | None) -> tuple[int, dict[str, str], Any]:
         if auth != f"Bearer {TOKEN}":
@@ -129,6 +291,8 @@ class FakeSlack:
         if queue := self.failures.get(method):
             status, headers = queue.pop(0)
             return status, headers, {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
+        if (wait := self._limited(method)) is not None:
+            return 429, {"Retry-After": str(wait)}, {"ok": False, "error": "ratelimited"}
         if method == "auth.test":
             return 200, {}, {"ok": True, "team_id": HOST_TEAM, "team": "Notewise", "user_id": BOT_USER,
                              "bot_id": BOT_ID, "url": "https://notewise.example/"}
@@ -145,11 +309,9 @@ class FakeSlack:
             return 200, {}, {"ok": True, "user": {"id": args["user"], **user,
                                                   "profile": {"display_name": "", "real_name": user["real_name"]}}}
         if method == "chat.postMessage":
-            ts = f"{1_800_000_000 + next(self._ts)}.000100"
-            return 200, {}, {"ok": True, "channel": args.get("channel"), "ts": ts,
-                             "message": {"text": args.get("text"), "ts": ts}}
+            return 200, {}, self._post(args)
         if method == "chat.update":
-            return 200, {}, {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
+            return 200, {}, self._update(args)
         if method == "chat.postEphemeral":
             return 200, {}, {"ok": True, "message_ts": f"{1_800_000_000 + next(self._ts)}.000200"}
         if method == "chat.getPermalink":
@@ -158,7 +320,166 @@ class FakeSlack:
                              "permalink": f"https://notewise.example/archives/{args.get('channel')}/p{ts}"}
         if method == "views.open":
             return 200, {}, {"ok": True, "view": {"id": "V0MODAL", **args.get("view", {})}}
+        if method == "conversations.replies":
+            return 200, {}, self._replies(args)
+        if method == "conversations.history":
+            return 200, {}, self._history(args)
         return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    # ---- messages ----
+
+    def _keep(self, channel: str, message: dict[str, Any]) -> None:
+        kept = self.messages.setdefault(channel, [])
+        kept.append(message)
+        if len(kept) > 1 and Decimal(kept[-2]["ts"]) > Decimal(message["ts"]):
+            kept.sort(key=lambda m: Decimal(m["ts"]))
+
+    def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
+        return next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
+
+    def _post(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not (args.get("text") or args.get("blocks") or args.get("attachments") or args.get("markdown_text")):
+            return {"ok": False, "error": "no_text"}
+        metadata = args.get("metadata")
+        if metadata is not None and not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str)
+                                         and isinstance(metadata.get("event_payload"), dict)):
+            return {"ok": False, "error": "invalid_metadata_format"}
+        ts = f"{1_800_000_000 + next(self._ts)}.000100"
+        message: dict[str, Any] = {"user": BOT_USER, "type": "message", "ts": ts, "bot_id": BOT_ID, "app_id": APP_ID,
+                                   "text": args.get("text") or "", "team": HOST_TEAM, "bot_profile": BOT_PROFILE}
+        if args.get("blocks"):
+            message["blocks"] = args["blocks"]
+        if args.get("attachments"):
+            message["attachments"] = args["attachments"]
+        thread_ts = args.get("thread_ts")
+        if thread_ts:
+            message["thread_ts"] = str(thread_ts)
+            parent = self._find(channel, str(thread_ts))
+            if parent is not None and parent.get("user"):
+                message["parent_user_id"] = parent["user"]
+            if _truthy(args.get("reply_broadcast")):
+                message["subtype"] = "thread_broadcast"
+        if metadata is not None:
+            message["metadata"] = {"event_type": metadata["event_type"], "event_payload": metadata["event_payload"]}
+        self._keep(channel, message)
+        return {"ok": True, "channel": channel, "ts": ts, "message": dict(message)}
+
+    def _update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        message = self._find(channel, ts)
+        if message is not None:
+            for key in ("text", "blocks", "attachments"):
+                if key in args:
+                    message[key] = args[key]
+            if isinstance(args.get("metadata"), dict):
+                message["metadata"] = args["metadata"]
+            message["edited"] = {"user": BOT_USER, "ts": f"{1_800_000_000 + next(self._ts)}.000300"}
+        answer: dict[str, Any] = {"ok": True, "channel": channel, "ts": ts, "text": args.get("text", "")}
+        if message is not None:
+            answer["message"] = dict(message)
+        return answer
+
+    def _shown(self, channel: str, page: list[dict[str, Any]], with_metadata: bool) -> list[dict[str, Any]]:
+        """Messages as replies and history show them: metadata only when asked for, thread fields on a parent."""
+        roots = {m["ts"] for m in page}
+        replies: dict[str, list[dict[str, Any]]] = {}
+        for m in self.messages.get(channel, []):
+            if m.get("thread_ts") in roots and m["ts"] != m["thread_ts"]:
+                replies.setdefault(m["thread_ts"], []).append(m)
+        shown = []
+        for message in page:
+            one = {k: v for k, v in message.items() if k != "metadata" or with_metadata}
+            if below := replies.get(message["ts"]):
+                users = list(dict.fromkeys(str(m.get("user") or m.get("bot_id")) for m in below))
+                one.update({"thread_ts": message["ts"], "reply_count": len(below), "reply_users_count": len(users),
+                            "latest_reply": below[-1]["ts"], "reply_users": users, "is_locked": False,
+                            "subscribed": False})
+            shown.append(one)
+        return shown
+
+    def _window(self, args: dict[str, Any]) -> tuple[Decimal, Decimal, bool] | str:
+        oldest, latest = _ts(args.get("oldest") or 0), _ts(args.get("latest") or "9999999999.999999")
+        if oldest is None:
+            return "invalid_ts_oldest"
+        if latest is None:
+            return "invalid_ts_latest"
+        return oldest, latest, _truthy(args.get("inclusive"))
+
+    def _page_size(self, method: str, args: dict[str, Any]) -> int:
+        most = self.page_limits[method]
+        try:
+            asked = int(args.get("limit") or (100 if method == "conversations.history" else most))
+        except ValueError:
+            asked = most
+        return max(1, min(asked, most))
+
+    def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The thread of ``ts``: its parent first on every page (whatever ``oldest`` says, as Slack does), then
+        the replies oldest first. A parent the fake never saw (a customer's message) is shown minimal."""
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        if channel not in self.channels and channel not in self.messages:
+            return {"ok": False, "error": "channel_not_found"}
+        if _ts(ts) is None:
+            return {"ok": False, "error": "thread_not_found"}
+        window = self._window(args)
+        if isinstance(window, str):
+            return {"ok": False, "error": window}
+        oldest, latest, inclusive = window
+        known = self._find(channel, ts)
+        root = str(known["thread_ts"]) if known is not None and known.get("thread_ts") else ts
+        parent = self._find(channel, root) if root != ts else known
+        if parent is None:  # a customer's message the fake never saw: it exists in Slack, shown minimal
+            parent = {"type": "message", "ts": root, "text": ""}
+        with_metadata = _truthy(args.get("include_all_metadata"))
+        replies = [m for m in self.messages.get(channel, []) if m.get("thread_ts") == root and m["ts"] != root
+                   and (oldest < Decimal(m["ts"]) < latest
+                        or inclusive and Decimal(m["ts"]) in (oldest, latest))]
+        start = 0
+        if args.get("cursor"):
+            after = _from_cursor(str(args["cursor"]))
+            if after is None:
+                return {"ok": False, "error": "invalid_cursor"}
+            start = next((i for i, m in enumerate(replies) if Decimal(m["ts"]) >= Decimal(after)), len(replies))
+        size = max(1, self._page_size("conversations.replies", args) - 1)
+        page = replies[start:start + size]
+        more = start + size < len(replies)
+        answer: dict[str, Any] = {"ok": True, "messages": self._shown(channel, [parent, *page], with_metadata),
+                                  "has_more": more}
+        if more:
+            answer["response_metadata"] = {"next_cursor": _cursor(replies[start + size]["ts"])}
+        return answer
+
+    def _history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The channel's top-level messages (and replies also sent to the channel), newest first."""
+        channel = str(args.get("channel", ""))
+        if channel not in self.channels and channel not in self.messages:
+            return {"ok": False, "error": "channel_not_found"}
+        window = self._window(args)
+        if isinstance(window, str):
+            return {"ok": False, "error": window}
+        oldest, latest, inclusive = window
+        with_metadata = _truthy(args.get("include_all_metadata"))
+        found = [m for m in reversed(self.messages.get(channel, []))
+                 if (m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast")
+                 and (oldest < Decimal(m["ts"]) < latest or inclusive and Decimal(m["ts"]) in (oldest, latest))]
+        start = 0
+        if args.get("cursor"):
+            before = _from_cursor(str(args["cursor"]))
+            if before is None:
+                return {"ok": False, "error": "invalid_cursor"}
+            start = next((i for i, m in enumerate(found) if Decimal(m["ts"]) <= Decimal(before)), len(found))
+        size = self._page_size("conversations.history", args)
+        page = found[start:start + size]
+        more = start + size < len(found)
+        answer: dict[str, Any] = {"ok": True, "messages": self._shown(channel, page, with_metadata),
+                                  "has_more": more, "pin_count": 0, "channel_actions_ts": None,
+                                  "channel_actions_count": 0}
+        if more:
+            answer["response_metadata"] = {"next_cursor": _cursor(found[start + size]["ts"])}
+        return answer
 
 
 def slack_ts(at: datetime, n: int = 100) -> str:
@@ -196,15 +517,21 @@ def message_event(user: str, text: str, *, ts: str, thread_ts: str | None = None
 
 
 class Harness:
-    """The real adapter (Bolt app, Web API client, courier) over HTTP, against :class:`FakeSlack`."""
+    """The real application with the real Slack platform (Bolt app, Web API client, inbox workers,
+    courier) over HTTP, against :class:`FakeSlack`. ``platforms`` adds other platforms' factories."""
 
     def __init__(self, service: Service, fake: FakeSlack, api_url: str, *,
-                 elsewhere: dict[str, Any] | None = None, **courier: Any) -> None:
+                 platforms: dict[str, Factory] | None = None, workers: int = 8, **courier: Any) -> None:
         config = SlackConfig(bot_token=TOKEN, signing_secret=SECRET, customer_channels=frozenset({SHARED}),
                              internal_channel=INTERNAL, api_url=api_url, groups=GROUPS)
         self.client = AsyncWebClient(token=TOKEN, base_url=api_url)
-        self.adapter = SlackAdapter(service, config, client=self.client,
-                                    courier_options={"backoff": 0.0, **courier}, elsewhere=elsewhere)
+        self.application = Application(
+            Settings(), service.engine, service.store, service=service, port=0, workers=workers,
+            platforms={"slack": lambda app: SlackAdapter(app, config, client=self.client), **(platforms or {})},
+            courier_options={"backoff": 0.0, **courier})
+        adapter = self.application.platforms["slack"]
+        assert isinstance(adapter, SlackAdapter)
+        self.adapter = adapter
         self.service = service
         self.fake = fake
         self.server: TestServer | None = None
@@ -214,16 +541,22 @@ class Harness:
         self.last_response: str = ""
         """The body of the last answer to a posted request (e.g. a modal's validation errors)."""
 
-    async def start(self, *, courier: bool = True) -> None:
-        await self.adapter.setup()
-        if courier:
-            self.adapter.start()
-        self.server = TestServer(self.adapter.web_app(), host="127.0.0.1")
+    @property
+    def courier(self) -> Courier:
+        return self.application.courier
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.application.inbox.tracker
+
+    async def start(self) -> None:
+        await self.application.start()
+        self.server = TestServer(self.application.web_app(), host="127.0.0.1")
         await self.server.start_server()
         self.http = ClientSession()
 
     async def close(self) -> None:
-        await self.adapter.stop()
+        await self.application.stop()
         if self.http is not None:
             await self.http.close()
         if self.server is not None:
@@ -258,7 +591,7 @@ class Harness:
         body = self.envelope(event, event_id=event_id)
         status = await self.post(json.dumps(body), "application/json", headers=headers)
         if wait and status == 200:
-            await self.adapter.tracker.wait(body["event_id"])
+            await self.tracker.wait(body["event_id"])
         return status, body["event_id"]
 
     async def say(self, user: str, text: str, **kw: Any) -> str:
@@ -272,7 +605,7 @@ class Harness:
         body = "payload=" + urllib.parse.quote(json.dumps(payload))
         status = await self.post(body, "application/x-www-form-urlencoded")
         if wait and status == 200:
-            await self.adapter.tracker.wait(payload["trigger_id"])
+            await self.tracker.wait(payload["trigger_id"])
         return status
 
     def click_payload(self, user: str, action_id: str, value: str, card_ts: str) -> dict[str, Any]:
@@ -308,5 +641,5 @@ class Harness:
         return await self.interact(payload)
 
     async def settle(self) -> None:
-        """Everything decided so far has been delivered (or parked)."""
-        await self.adapter.courier.idle()
+        """Everything received so far has been handled and delivered (or parked)."""
+        await self.application.settle()

@@ -37,6 +37,7 @@ from slack_fake import INTERNAL, FakeSlack, Harness
 
 from adapters import slack_blocks as blocks
 from adapters.discord_gateway import DiscordAdapter, DiscordConfig, DiscordConfigError
+from bot.app import Application
 from bot.engine import Engine
 from bot.model import ConversationState, Role
 from bot.service import Service
@@ -75,8 +76,16 @@ def discord_config(fake: FakeDiscord, **overrides: Any) -> DiscordConfig:
     return DiscordConfig(**{**values, **overrides})
 
 
+def alone(service: Service, config: DiscordConfig, **options: Any) -> DiscordAdapter:
+    """The Discord platform in an application of its own (no Slack, no HTTP server)."""
+    app = Application(Settings(), service.engine, service.store, service=service, port=0,
+                      platforms={"discord": lambda a: DiscordAdapter(a, config, **options)})
+    adapter = app.platforms["discord"]
+    assert isinstance(adapter, DiscordAdapter)
+    return adapter
+
+
 async def connect(discord: DiscordAdapter) -> None:
-    await discord.start()
     await asyncio.wait_for(discord.client.wait_until_ready(), 10)
     await discord.tracker.wait(f"catch-up:{discord.catch_ups + 1}")
 
@@ -98,11 +107,13 @@ async def fake_slack() -> AsyncIterator[tuple[FakeSlack, str]]:
 
 
 async def make_rig(service: Service, fake: FakeDiscord, fake_slack: tuple[FakeSlack, str]) -> Rig:
-    discord = DiscordAdapter(service, discord_config(fake), guild_ready_timeout=0.05)
-    slack = Harness(service, fake_slack[0], fake_slack[1], elsewhere={"discord": discord})
-    await slack.start(courier=False)
+    config = discord_config(fake)
+    slack = Harness(service, fake_slack[0], fake_slack[1],
+                    platforms={"discord": lambda app: DiscordAdapter(app, config, guild_ready_timeout=0.05)})
+    discord = slack.application.platforms["discord"]
+    assert isinstance(discord, DiscordAdapter)
+    await slack.start()
     await connect(discord)
-    slack.adapter.start()  # after Discord's login: the outbox may hold replies for Discord
     return Rig(discord, fake, slack, service)
 
 
@@ -172,7 +183,7 @@ async def test_a_forum_post_is_answered_in_the_post(rig: Rig):
     conversation = await rig.conversation(post, channel=FORUM)
     assert conversation is not None
     web = rig.fake.server.make_url("/channels")  # type: ignore[union-attr]  # Discord's own origin in production
-    assert rig.discord.permalink(conversation) == f"{web}/{GUILD}/{post}/{post}"
+    assert await rig.discord.permalink(conversation) == f"{web}/{GUILD}/{post}/{post}"
 
 
 # ---- the handoff to Slack and back ----
@@ -336,10 +347,10 @@ async def test_a_message_with_no_content_says_the_intent_is_missing_and_gets_no_
 async def test_a_bot_without_the_message_content_intent_is_refused_at_start(store: Store, bot: Engine):
     fake = FakeDiscord(app_flags=0)
     await fake.start()
-    discord = DiscordAdapter(Service(bot, store), discord_config(fake))
+    discord = alone(Service(bot, store), discord_config(fake))
     try:
         with pytest.raises(DiscordConfigError, match="Message Content Intent"):
-            await discord.start()
+            await discord.setup()
         assert fake.identifies == 0  # refused before the gateway
     finally:
         await discord.stop()
@@ -349,8 +360,9 @@ async def test_a_bot_without_the_message_content_intent_is_refused_at_start(stor
 async def test_a_gateway_that_refuses_the_intent_stops_baton_with_the_reason(store: Store, bot: Engine):
     fake = FakeDiscord(allow_message_content=False)
     await fake.start()
-    discord = DiscordAdapter(Service(bot, store), discord_config(fake))
+    discord = alone(Service(bot, store), discord_config(fake))
     try:
+        await discord.setup()
         await discord.start()
         with pytest.raises(DiscordConfigError, match="Message Content Intent"):
             await asyncio.wait_for(discord.closed, 10)
@@ -397,10 +409,10 @@ def test_the_configuration_is_validated_with_messages_that_say_what_to_fix():
 
 
 async def test_a_channel_the_bot_cannot_see_is_refused_at_start(store: Store, bot: Engine, fake_discord: FakeDiscord):
-    discord = DiscordAdapter(Service(bot, store), discord_config(fake_discord, channels=frozenset({SUPPORT, 42})))
+    discord = alone(Service(bot, store), discord_config(fake_discord, channels=frozenset({SUPPORT, 42})))
     try:
         with pytest.raises(DiscordConfigError, match="cannot see channel 42"):
-            await discord.start()
+            await discord.setup()
     finally:
         await discord.stop()
 

@@ -210,7 +210,7 @@ async def test_a_retried_event_and_a_message_with_its_app_mention_are_answered_o
     mention = slack.message_event("U0DANA", "<@U0BATON> how do I export a transcript?")
     await slack.send_event(mention)
     await slack.send_event({**mention, "type": "app_mention"})
-    await slack.adapter.tracker.wait_count(4)
+    await slack.tracker.wait_count(4)
     await slack.settle()
     replies = slack.fake.posts(SHARED)
     assert sorted(p["thread_ts"] for p in replies) == sorted([event["ts"], mention["ts"]])
@@ -239,9 +239,9 @@ async def test_a_handoff_hit_by_500s_is_delivered_exactly_once_after_a_restart(
     await first.close()  # the process stops with the handoff undelivered
 
     second = Harness(Service(bot, store), server, url)
-    await second.start(courier=False)
+    await second.start()
     try:
-        await second.adapter.courier.drain(now=datetime.now(UTC) + timedelta(minutes=11))
+        await second.courier.drain(now=datetime.now(UTC) + timedelta(minutes=11))
     finally:
         await second.close()
     assert len(top_level(server.posts(INTERNAL))) == 1  # the card, once
@@ -265,7 +265,7 @@ async def test_a_bad_stale_or_missing_signature_gets_401_and_nothing_is_stored(s
             status = r.status
     assert status == 401
     assert await slack.service.store.find_conversation("slack", "T0VENDOR", SHARED, event["ts"]) is None
-    assert slack.adapter.tracker.handled == 0 and slack.fake.posts() == []
+    assert slack.tracker.handled == 0 and slack.fake.posts() == []
 
 
 async def test_bots_deletions_joins_and_unserved_channels_get_no_reply(slack: Harness):
@@ -439,6 +439,8 @@ SCOPES_FOR = {  # the bot scope each Web API method Baton calls needs (per Slack
     "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
     "conversations_info": "channels:read", "users_info": "users:read", "chat_getPermalink": None,
     "views_open": None, "auth_test": None,
+    # Delivered once: a retry after an ambiguous failure looks for its post (message metadata) first.
+    "conversations_replies": "channels:history", "conversations_history": "channels:history",
 }
 
 

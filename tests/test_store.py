@@ -32,9 +32,12 @@ async def test_migrations_match_the_models_and_rerun_cleanly(store):
 
 
 async def test_inbox_dedupes_event_ids(store):
-    assert await store.record_event("slack", "Ev1") is True
-    assert await store.record_event("slack", "Ev1") is False
-    assert await store.record_event("discord", "Ev1") is True
+    def receive(platform: str, event_id: str):
+        return store.receive(platform, event_id, kind="message", payload={}, thread=f"{platform}:t")
+
+    assert await receive("slack", "Ev1") is not None
+    assert await receive("slack", "Ev1") is None
+    assert await receive("discord", "Ev1") is not None
 
 
 async def test_racing_openers_of_one_thread_agree_on_one_conversation(store):
