@@ -155,6 +155,9 @@ class SlackAdapter(Platform):
         self.service = app.service
         self.config = config
         self.client = client or AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=10)
+        # slack-sdk retries a dropped connection itself, blind to whether the post went through: the courier
+        # retries instead, looking for the post first.
+        self.client.retry_handlers = []
         self._session: ClientSession | None = None
         self._socket_mode: Any = None
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from bot.model import Message
-from bot.service import Service
+from bot.service import Outcome, Service
 from bot.store import Inbound
 
 log = structlog.get_logger(__name__)
@@ -135,18 +135,19 @@ class Inbox:
                 async with self._idle:
                     self._idle.notify_all()
 
-    async def work(self, item: Inbound | int) -> None:
-        """Translate and handle one row (no-op if it is done, or not this worker's to do now)."""
+    async def work(self, item: Inbound | int) -> Outcome | None:
+        """Translate and handle one row; its outcome, or ``None`` when there was nothing to do (the row is
+        done, holds nothing for the bot, or is not this worker's to do now)."""
         inbound = item if isinstance(item, Inbound) else await self._load(item)
         if inbound is None:
-            return
+            return None
         try:
             translated = await self.translate(inbound)
             if translated is None:
                 await self.service.ignore(inbound)
-            else:
-                message, kind = translated
-                await self.service.work(replace(inbound, kind=kind), message)
+                return None
+            message, kind = translated
+            return await self.service.work(replace(inbound, kind=kind), message)
         finally:
             await self.tracker.done(str(inbound.payload.get("event_id") or inbound.event_id))
 
@@ -169,7 +170,7 @@ class Inbox:
             try:
                 before = None if first else datetime.now(UTC) - self.grace
                 for inbound in await self.service.store.pending_inbound(received_before=before, limit=200):
-                    if inbound.platform in self.translators or inbound.kind in ("message", "edit"):
+                    if inbound.platform in self.translators:  # a platform this process runs
                         self.submit(inbound)
                 first = False
             except Exception as exc:  # the database is down: try again at the next poll

@@ -24,7 +24,14 @@ from typing import Any, Protocol
 
 import structlog
 from pydantic import TypeAdapter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from bot.model import TO_CUSTOMER, Action, Conversation, Handoff
 from bot.store import Card, Store
@@ -116,8 +123,8 @@ class Courier:
     """Takes due outbox rows and delivers them, in order per conversation, concurrently across them."""
 
     def __init__(self, store: Store, transport: Transport, *, delivered: Delivered | None = None,
-                 attempts: int = 4, backoff: float = 0.5, max_wait: float = 30.0,
-                 park: timedelta = timedelta(seconds=30), lease: timedelta = timedelta(minutes=5),
+                 attempts: int = 4, backoff: float = 0.5, max_wait: float = 20.0,
+                 park: timedelta = timedelta(seconds=30), lease: timedelta = timedelta(seconds=60),
                  idle_poll: float = 30.0) -> None:
         self.store = store
         self.transport = transport
@@ -225,7 +232,9 @@ class Courier:
         bound = log.bind(conversation_id=row["conversation_id"], outbox_id=row["id"], kind=action.kind)
         parcel = Parcel(id=row["id"], action=action, conversation=conversation, handoff=handoff,
                         attempts=row["attempts"], created_at=row.get("created_at"))
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.attempts), wait=self._wait,
+        # In-process retries stop well within the lease, so no other worker takes the row meanwhile.
+        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.lease.total_seconds() / 2)
+        retrying = AsyncRetrying(stop=stop, wait=self._wait,
                                  retry=retry_if_exception(self._retry_here), reraise=True)
         uncertain = bool(row.get("maybe_posted"))
         """A post may exist from an earlier attempt: look before posting."""

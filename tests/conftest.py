@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pg
 import pytest
 
 from bot.engine import Engine
@@ -88,63 +85,22 @@ def bot(policy: Policy, knowledge: KnowledgeBase) -> Engine:
 # ---- PostgreSQL ----
 
 
-def _pg_bindir() -> Path | None:
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
-        if out and (Path(out) / "initdb").exists():
-            return Path(out)
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    return versions[0].parent if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster; yields the URL of its ``postgres`` database."""
-    bindir = _pg_bindir()
-    if bindir is None:
+    try:
+        cluster = pg.start_cluster()
+    except pg.PostgresUnavailable as exc:
         if os.environ.get("BATON_REQUIRE_POSTGRES") == "1":
-            pytest.fail("BATON_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="baton-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(base, "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    data = base / "data"
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                    "--no-sync"], check=True, capture_output=True)
-    started = subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
-                              f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                             capture_output=True, text=True, check=False)
-    if started.returncode != 0:
-        log = (base / "log").read_text() if (base / "log").exists() else ""
-        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{log}")
+            pytest.fail(f"BATON_REQUIRE_POSTGRES=1 but {exc}")
+        pytest.skip(str(exc))
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.url
     finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.remove()
 
 
-async def _fresh_pg_database(server_url: str) -> str:
-    import asyncpg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    dsn = server_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server_url.rsplit("/", 1)[0] + "/" + name
+_fresh_pg_database = pg.fresh_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
