@@ -180,9 +180,13 @@ class DiscordAdapter(Platform):
         self._connection: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._again = False
+        self._missed: dict[str, int] = {}
+        """Per place, just before the oldest message that could not be stored: caught up from there."""
         self._marks: dict[str, int] | None = None
         """The cursors as they were when the gateway was lost: a live message handled before the
         catch-up starts must not make it skip what was missed before it."""
+        self.retry_after = 2.0
+        """Seconds between catch-ups while messages that could not be stored are waiting."""
         self.catch_ups = 0
         """Catch-ups finished; each is marked ``catch-up:<n>`` on the tracker."""
 
@@ -285,6 +289,10 @@ class DiscordAdapter(Platform):
         except Exception:
             bound.exception("discord_message_failed", guild=message.guild and message.guild.id,
                             author=message.author.id, content=message.content)  # all of it, so nothing is lost
+            if not worked:  # not stored (the database is down?): fetch it again once it can be
+                self._missed[str(message.channel.id)] = min(self._missed.get(str(message.channel.id), message.id),
+                                                            message.id - 1)
+                self.catch_up("inbox-unavailable")
         finally:
             if not worked:  # the inbox's worker marks what it worked on
                 await self.tracker.done(str(message.id))
@@ -435,13 +443,18 @@ class DiscordAdapter(Platform):
     async def _catch_up_loop(self, reason: str) -> None:
         while True:
             self._again = False
+            failed = False
             try:
                 handled = await self.catch_up_now()
                 log.info("discord_caught_up", reason=reason, messages=handled)
-            except Exception:
-                log.exception("discord_catch_up_failed", reason=reason)
+            except Exception as exc:
+                failed = True
+                log.warning("discord_catch_up_failed", reason=reason, error=f"{type(exc).__name__}: {exc}")
             self.catch_ups += 1
             await self.tracker.done(f"catch-up:{self.catch_ups}")
+            if failed and self._missed:  # what could not be stored is tried again until it is
+                await asyncio.sleep(self.retry_after)
+                continue
             if not self._again:
                 return
 
@@ -449,9 +462,16 @@ class DiscordAdapter(Platform):
         """Handle every message after the last one seen: in the support channels, in new forum posts and
         in the threads of recent conversations. Returns how many messages were fetched."""
         marks, self._marks = self._marks, None
-        cursors = await self.service.store.cursors_of(PLATFORM)
+        missed, self._missed = self._missed, {}
+        try:
+            cursors = await self.service.store.cursors_of(PLATFORM)
+        except Exception:
+            self._marks, self._missed = marks, {**missed, **self._missed}
+            raise
         if marks is not None:  # what was read since the gateway was lost does not count yet
             cursors = {place: min(seen, marks[place]) for place, seen in cursors.items() if place in marks}
+        for place, before in missed.items():  # messages that could not be stored: fetched again
+            cursors[place] = min(cursors.get(place, before), before)
         places: dict[int, int] = {}
         for channel_id in self.config.channels - self._forums:
             if (seen := cursors.get(str(channel_id))) is not None:

@@ -450,4 +450,25 @@ def test_discord_alone_is_refused_because_handoffs_go_to_slack(tmp_path: Path):
     assert "Slack must be configured too" in done.stderr and "SLACK_BOT_TOKEN" in done.stderr
 
 
+async def test_a_message_the_inbox_could_not_store_is_fetched_again_once_it_can(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch):
+    real = rig.service.receive
+    calls = 0
+
+    async def down_once(message: Any, **kw: Any) -> int | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionRefusedError("the database is down")
+        return await real(message, **kw)
+
+    monkeypatch.setattr(rig.service, "receive", down_once)
+    rig.discord.retry_after = 0.0
+    caught_up = rig.discord.catch_ups
+    payload = await rig.fake.say(DANA, HOW_TO)
+    await rig.discord.tracker.wait(f"catch-up:{caught_up + 1}")  # started by the failure, not a reconnect
+    await rig.slack.settle()
+    assert calls == 2 and len(rig.fake.posts(int(payload["id"]))) == 1
+
+
 logging.getLogger("discord").setLevel(logging.WARNING)
