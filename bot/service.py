@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from bot.engine import Engine
 from bot.handoff import Brief, Line, build_brief
 from bot.model import (
+    TO_CUSTOMER,
     Action,
     CardUpdate,
     Conversation,
@@ -180,7 +181,9 @@ class Service:
                         following = await self.store.following(inbound.id, inbound.thread_key)
                         if outcome.queued and self.deliver is not None and outcome.conversation is not None:
                             taken = await self.store.take_rows(outcome.queued, lease=self.lease)
-                            if taken:
+                            if taken and all(row["kind"] in TO_CUSTOMER for row in taken):
+                                found = (outcome.conversation, None)  # replies need no handoff
+                            elif taken:
                                 found = await self.store.with_handoff(outcome.conversation.id)
         except Exception as exc:
             gave_up = await self._failed(inbound, exc)

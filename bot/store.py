@@ -7,8 +7,10 @@ The schema is owned by Alembic migrations (``bot/migrations``), applied by :meth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -203,6 +205,11 @@ _EARLIER = sa.select(_earlier.c.id).where(
     (_earlier.c.thread_key == sa.bindparam("key")) & (_earlier.c.status == "pending")
     & (_earlier.c.id < sa.bindparam("inbox_id", type_=sa.Integer))).limit(1)
 """An earlier pending row of the same thread: the row at hand must wait for it."""
+_TAKE = sa.select(inbox.c.thread_key, sa.select(_earlier.c.id).where(
+    (_earlier.c.thread_key == inbox.c.thread_key) & (_earlier.c.status == "pending") & (_earlier.c.id < inbox.c.id))
+    .limit(1).scalar_subquery()).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
+"""An inbox row if it is pending, with the id of an earlier pending row of its thread, if any."""
+_TAKE_FOR_UPDATE = _TAKE.with_for_update(of=inbox, skip_locked=True)
 _FOLLOWING = sa.select(inbox.c.id).where(
     (inbox.c.thread_key == sa.bindparam("key")) & (inbox.c.status == "pending")
     & (inbox.c.id > sa.bindparam("inbox_id", type_=sa.Integer))).order_by(inbox.c.id).limit(1)
@@ -225,6 +232,61 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    dbapi_connection.isolation_level = None  # the driver's own BEGIN off: _sqlite_begin says which
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """Every transaction takes SQLite's write lock when it begins: one that read first and wrote later
+    would fail ("database is locked") when another connection wrote in between, instead of waiting."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60,
+                                 connect_args={"timeout": 30})
+    sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+class _Gate:
+    """SQLite's one connection, handed out in order, except that urgent work (storing an event before
+    it is acknowledged, a health check) goes before the turns waiting for it."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if self._busy:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue = self._urgent if urgent else self._normal
+            queue.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed over just as we were cancelled: pass it on
+                else:
+                    queue.remove(waiter)
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the next holder; still busy
+                    return
+        self._busy = False
 
 
 def _now() -> datetime:
@@ -290,13 +352,14 @@ class Store:
         if make_url(url).get_backend_name() == "sqlite":
             # SQLite has one writer at a time. One pooled connection makes tasks queue for it in
             # order instead of failing with "database is locked" under load; WAL lets readers of
-            # other processes (``migrate``, a second tool) work beside it.
-            self.engine: AsyncEngine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0,
-                                                           pool_timeout=60, connect_args={"timeout": 30})
-            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # other processes (``migrate``, a second tool) work beside it. Storing an event goes
+            # first in the queue for that connection: an acknowledgement waits for one turn at most.
+            self.engine: AsyncEngine = _sqlite_engine(url, echo=echo)
+            self._gate: _Gate | None = _Gate()
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_timeout=10,
                                               connect_args={"timeout": 5, "command_timeout": 30})
+            self._gate = None
         self.postgres = self.engine.dialect.name == "postgresql"
         self._current: ContextVar[AsyncConnection | None] = ContextVar(f"baton-store-{id(self)}", default=None)
 
@@ -308,23 +371,27 @@ class Store:
         if current is not None:
             yield current
             return
-        async with self.engine.begin() as conn:
+        async with self._begin() as conn:
             token = self._current.set(conn)
             try:
                 yield conn
             finally:
                 self._current.reset(token)
 
-    def _begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+    @contextlib.asynccontextmanager
+    async def _begin(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
         """The transaction of the enclosing :meth:`transaction` block, or a new one of its own."""
         current = self._current.get()
         if current is not None:
-            return contextlib.nullcontext(current)
-        return self.engine.begin()
+            yield current
+            return
+        async with self._gate.hold(urgent=urgent) if self._gate is not None else contextlib.nullcontext():
+            async with self.engine.begin() as conn:
+                yield conn
 
     async def ping(self) -> None:
         """One round trip to the database (readiness): raises when it cannot answer."""
-        async with self.engine.connect() as conn:
+        async with self._begin(urgent=True) as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     @staticmethod
@@ -356,7 +423,7 @@ class Store:
         """Store an inbound event, pending, in one short transaction; its id, or ``None`` for a duplicate
         (a retry, or the same message under another event type). Raises when the database cannot take it:
         the platform must then not be acknowledged."""
-        async with self._begin() as conn:
+        async with self._begin(urgent=True) as conn:
             statement = _insert(conn, inbox).values(
                 platform=platform, event_id=event_id[:128], received_at=_now(), kind=kind, payload=payload,
                 thread_key=thread, status="pending", attempts=0).on_conflict_do_nothing().returning(inbox.c.id)
@@ -368,13 +435,11 @@ class Store:
         worker that dies leaves the row pending for the next one."""
         conn = self._current.get()
         assert conn is not None, "take_inbound runs inside Store.transaction()"
-        query = sa.select(inbox.c.thread_key).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
-        if self.postgres:
-            query = query.with_for_update(skip_locked=True)
-        key = (await conn.execute(query, {"inbox_id": inbound_id})).scalar_one_or_none()
-        if key is None:
+        query = _TAKE_FOR_UPDATE if self.postgres else _TAKE
+        row = (await conn.execute(query, {"inbox_id": inbound_id})).first()
+        if row is None:
             return False
-        earlier = (await conn.execute(_EARLIER, {"key": key, "inbox_id": inbound_id})).scalar_one_or_none()
+        key, earlier = row
         if earlier is not None and self.postgres:
             # Another process may be working on the earlier message right now: wait for its turn to
             # commit (its row lock), then look again, rather than leave this one for the poller.
@@ -461,14 +526,15 @@ class Store:
                 organisation=message.author.organisation, customer_timezone=message.author.timezone,
                 state=ConversationState.open.value, details={}, asked=[], started_at=message.at,
                 updated_at=message.at,
-            ).on_conflict_do_nothing().returning(conversations.c.id))).scalar_one_or_none()
+            ).on_conflict_do_nothing().returning(*conversations.c))).mappings().first()
             if created is not None:
                 await conn.execute(transitions.insert().values(
                     conversation_id=new_id, from_state=None, to_state=ConversationState.open.value,
                     cause="first customer message", actor=message.author.id, at=_now(),
                 ))
+                return self._conversation(created), True
             row = (await conn.execute(sa.select(conversations).where(key))).mappings().one()
-        return self._conversation(row), created is not None
+        return self._conversation(row), False
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         async with self._begin() as conn:
@@ -680,17 +746,15 @@ class Store:
         an earlier action of the conversation is still pending (then the courier delivers them in order)."""
         if not ids:
             return []
+        earlier = outbox.alias("earlier")
+        waiting = sa.exists().where((earlier.c.conversation_id == outbox.c.conversation_id)
+                                    & (earlier.c.status == "pending") & (earlier.c.id < min(ids)))
         async with self._begin() as conn:
-            rows = (await conn.execute(sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id))
-                    ).mappings().all()
-            waiting = (await conn.execute(sa.select(outbox.c.id).where(
-                (outbox.c.conversation_id == rows[0]["conversation_id"]) & (outbox.c.status == "pending")
-                & (outbox.c.id < min(ids))).limit(1))).first()
-            if waiting is not None:
-                return []
-            await conn.execute(outbox.update().where(outbox.c.id.in_(ids) & (outbox.c.status == "pending"))
-                               .values(not_before=_now() + lease, maybe_posted=True))
-        return [dict(r, maybe_posted=False) for r in rows if r["status"] == "pending"]
+            rows = (await conn.execute(
+                outbox.update().where(outbox.c.id.in_(ids) & (outbox.c.status == "pending") & ~waiting)
+                .values(not_before=_now() + lease, maybe_posted=True).returning(*outbox.c))).mappings().all()
+        # Never tried yet: nothing to look for before the first post.
+        return sorted((dict(r, maybe_posted=False) for r in rows), key=lambda r: r["id"])
 
     async def release(self, ids: Sequence[int]) -> None:
         """Hand rows taken by :meth:`take_rows` but never tried back to the courier, at once."""
