@@ -569,8 +569,11 @@ class DiscordAdapter(Platform):
         channel = self.client.get_partial_messageable(thread, guild_id=int(conversation.workspace),
                                                       type=discord.ChannelType.public_thread)
         sent = None
-        for part in _chunks(text, MESSAGE_LIMIT):
-            sent = await channel.send(part, allowed_mentions=discord.AllowedMentions.none(), suppress_embeds=True)
+        for index, part in enumerate(_chunks(text, MESSAGE_LIMIT)):
+            # The outbox row's id as the nonce (discord.py sends enforce_nonce): a retry of a post that
+            # went through returns the first message instead of posting it again. One nonce per part.
+            sent = await channel.send(part, allowed_mentions=discord.AllowedMentions.none(), suppress_embeds=True,
+                                      nonce=f"{parcel.id}.{index}")
         assert sent is not None
         return {"message_id": str(sent.id), "thread": str(thread)}
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import ClientConnectorError, ClientError, ClientSession, TCPConnector, web
+from aiohttp import ClientConnectorError, ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from dotenv import dotenv_values
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -183,7 +183,8 @@ class SlackAdapter(Platform):
     async def setup(self) -> None:
         """Who we are, and whether the configured channels can work. Raises :class:`SlackConfigError`."""
         if self.client.session is None:  # one pooled HTTP session for every Web API call, not one per call
-            self._session = self.client.session = ClientSession(connector=TCPConnector(limit=64))
+            self._session = self.client.session = ClientSession(
+                connector=TCPConnector(limit=64), timeout=ClientTimeout(total=self.client.timeout))
         try:
             auth = await self.client.auth_test()
         except SlackApiError as exc:
@@ -272,7 +273,8 @@ class SlackAdapter(Platform):
         key, thread = wanted
         try:
             inbound_id = await self.service.store.receive(
-                PLATFORM, key, kind="event", payload={"event_id": envelope_id, "event": event}, thread=thread)
+                PLATFORM, key, kind="event", payload={"event_id": envelope_id, "event": event}, thread=thread,
+                seq=str(event.get("event_ts") or event.get("ts") or ""))
         except Exception as exc:
             log.error("inbox_unavailable", event_id=envelope_id, error=f"{type(exc).__name__}: {exc}",
                       hint="answered 503: Slack retries the event")

@@ -467,6 +467,8 @@ async def _open_store(settings: Settings) -> Store:
     a missing driver, an unreachable server, a refused password...) is one line, not a traceback."""
     import contextlib
 
+    import structlog
+
     from bot.database import explain
     from bot.store import Store
 
@@ -474,10 +476,12 @@ async def _open_store(settings: Settings) -> Store:
     try:
         store = Store(url)
     except Exception as exc:  # the URL or its driver
+        structlog.get_logger(__name__).debug("database_unusable", exc_info=True)  # BATON_LOG_LEVEL=debug
         raise UsageError(explain(url, exc)) from None
     try:
         await store.migrate()
     except Exception as exc:  # the server, the credentials, the database, the file
+        structlog.get_logger(__name__).debug("database_unusable", exc_info=True)
         with contextlib.suppress(Exception):  # closing what never opened must not replace the line below
             await store.close()
         raise UsageError(explain(url, exc)) from None

@@ -14,6 +14,7 @@ password masked. Commands print that line instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import re
@@ -39,6 +40,9 @@ SQLITE = "sqlite+aiosqlite:///baton.db"
 _INSTALL_POSTGRES = "pip install 'baton[postgres]'"
 
 _log = structlog.get_logger(__name__)
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+"""Alembic announces each of its plugins at INFO when it is first imported: noise on every command's
+standard error (between a failing command and its one line), not news of a migration."""
 
 _LOCK = sa.select(sa.func.pg_advisory_lock(sa.literal(MIGRATION_LOCK, sa.BigInteger)))
 _TRY_LOCK = sa.select(sa.func.pg_try_advisory_lock(sa.literal(MIGRATION_LOCK, sa.BigInteger)))
@@ -57,8 +61,6 @@ class DatabaseUnavailable(Exception):
 
 
 def _upgrade_to_head(connection: sa.Connection) -> None:
-    # Alembic announces each of its plugins at INFO when first imported: noise, not the migration's news
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
@@ -90,7 +92,8 @@ async def upgrade(engine: AsyncEngine) -> None:
                 await conn.commit()
         except BaseException:
             if postgres:
-                await conn.invalidate()
+                with contextlib.suppress(Exception):  # the error at hand is the one to report
+                    await conn.invalidate()
             raise
 
 
@@ -193,7 +196,7 @@ def _diagnose(url: URL, exc: BaseException) -> tuple[str, str]:
     postgres = url.get_backend_name() == "postgresql"
     server = _server(url)
     for e in chain:
-        if isinstance(e, ModuleNotFoundError | ImportError):
+        if isinstance(e, ImportError):
             missing = getattr(e, "name", None) or _first_line(e)
             if postgres:
                 return f"its driver ({missing}) is not installed", f"{_INSTALL_POSTGRES} and use postgresql+asyncpg://"
@@ -229,8 +232,12 @@ def _diagnose(url: URL, exc: BaseException) -> tuple[str, str]:
     if postgres and isinstance(exc, OSError) and "Multiple exceptions" in str(exc):  # every address refused
         return f"nothing answers at {server} ({_first_line(exc)})", \
             f"start PostgreSQL there or fix the host and port in {VARIABLE}"
-    detail = server_says or f"{type(exc).__name__}: {_first_line(exc)}"
-    return detail, f"check {VARIABLE}"
+    if not postgres and any("database is locked" in _first_line(e) for e in chain):
+        return f"another process holds {url.database} locked", "stop it or try again once it is done"
+    if sqlstate is not None:  # connected, then the server refused something of the schema upgrade
+        return f"upgrading the schema failed: {server_says} (SQLSTATE {sqlstate})", \
+            "run `python -m bot migrate` again, and report it with this line if it persists"
+    return f"{type(exc).__name__}: {_first_line(exc)}", f"check {VARIABLE}"
 
 
 def explain(url: str, exc: BaseException) -> str:

@@ -130,8 +130,11 @@ class Service:
 
     async def receive(self, message: Message, *, kind: str = "message") -> int | None:
         """Store a translated message in the inbox (its id; ``None`` for a duplicate)."""
+        # The platform's order within the thread: when it was written (an edit: when it was edited, now).
+        at = message.at if kind == "message" else datetime.now(UTC)
         return await self.store.receive(message.platform, message.event_id, kind=kind,
-                                        payload=message.model_dump(mode="json"), thread=thread_of(message))
+                                        payload=message.model_dump(mode="json"), thread=thread_of(message),
+                                        seq=at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"))
 
     async def _receive_and_work(self, message: Message, kind: str) -> Outcome:
         key = thread_of(message)

@@ -187,6 +187,7 @@ inbox = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False, server_default="message"),
     sa.Column("payload", sa.JSON),
     sa.Column("thread_key", sa.String(256)),
+    sa.Column("seq", sa.String(40), nullable=False, server_default=""),
     sa.Column("status", sa.String(16), nullable=False, server_default="done"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
@@ -194,25 +195,32 @@ inbox = sa.Table(
     sa.Column("done_at", Stamp),
     sa.UniqueConstraint("platform", "event_id", name="uq_inbox_event"),
     sa.Index("ix_inbox_pending", "status", "id"),
-    sa.Index("ix_inbox_thread", "thread_key", "status", "id"),
+    sa.Index("ix_inbox_thread", "thread_key", "status", "seq", "id"),
 )
 """Every inbound event, stored before the platform is acknowledged: pending until a worker has handled
 it (or given up on it: ``failed``, kept with its error and payload), ``done`` after."""
 
 inbox_id_param = sa.bindparam("inbox_id", type_=sa.Integer)
+def _before(a: sa.FromClause, b: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Row ``a`` comes before row ``b`` of the same thread: by the platform's order (``seq``: Slack's ts,
+    Discord's snowflake), then by arrival."""
+    return sa.or_(a.c.seq < b.c.seq, sa.and_(a.c.seq == b.c.seq, a.c.id < b.c.id))
+
+
 _earlier = inbox.alias("earlier")
+_me = inbox.alias("me")
 _EARLIER = sa.select(_earlier.c.id).where(
-    (_earlier.c.thread_key == sa.bindparam("key")) & (_earlier.c.status == "pending")
-    & (_earlier.c.id < sa.bindparam("inbox_id", type_=sa.Integer))).limit(1)
+    (_me.c.id == inbox_id_param) & (_earlier.c.thread_key == _me.c.thread_key) & (_earlier.c.status == "pending")
+    & _before(_earlier, _me)).limit(1)
 """An earlier pending row of the same thread: the row at hand must wait for it."""
 _TAKE = sa.select(inbox.c.thread_key, sa.select(_earlier.c.id).where(
-    (_earlier.c.thread_key == inbox.c.thread_key) & (_earlier.c.status == "pending") & (_earlier.c.id < inbox.c.id))
+    (_earlier.c.thread_key == inbox.c.thread_key) & (_earlier.c.status == "pending") & _before(_earlier, inbox))
     .limit(1).scalar_subquery()).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
 """An inbox row if it is pending, with the id of an earlier pending row of its thread, if any."""
 _TAKE_FOR_UPDATE = _TAKE.with_for_update(of=inbox, skip_locked=True)
 _FOLLOWING = sa.select(inbox.c.id).where(
-    (inbox.c.thread_key == sa.bindparam("key")) & (inbox.c.status == "pending")
-    & (inbox.c.id > sa.bindparam("inbox_id", type_=sa.Integer))).order_by(inbox.c.id).limit(1)
+    (_me.c.id == inbox_id_param) & (inbox.c.thread_key == _me.c.thread_key) & (inbox.c.status == "pending")
+    & _before(_me, inbox)).order_by(inbox.c.seq, inbox.c.id).limit(1)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -419,14 +427,16 @@ class Store:
     # ---- inbox ----
 
     async def receive(self, platform: str, event_id: str, *, kind: str, payload: dict[str, Any],
-                      thread: str) -> int | None:
+                      thread: str, seq: str = "") -> int | None:
         """Store an inbound event, pending, in one short transaction; its id, or ``None`` for a duplicate
-        (a retry, or the same message under another event type). Raises when the database cannot take it:
-        the platform must then not be acknowledged."""
+        (a retry, or the same message under another event type). ``seq`` orders the thread's messages as
+        the platform does. Raises when the database cannot take it: the platform must then not be
+        acknowledged."""
         async with self._begin(urgent=True) as conn:
             statement = _insert(conn, inbox).values(
                 platform=platform, event_id=event_id[:128], received_at=_now(), kind=kind, payload=payload,
-                thread_key=thread, status="pending", attempts=0).on_conflict_do_nothing().returning(inbox.c.id)
+                thread_key=thread, seq=seq[:40], status="pending", attempts=0,
+            ).on_conflict_do_nothing().returning(inbox.c.id)
             return (await conn.execute(statement)).scalar_one_or_none()
 
     async def take_inbound(self, inbound_id: int) -> bool:
@@ -444,13 +454,13 @@ class Store:
             # Another process may be working on the earlier message right now: wait for its turn to
             # commit (its row lock), then look again, rather than leave this one for the poller.
             await conn.execute(sa.select(inbox.c.id).where(inbox.c.id == earlier).with_for_update())
-            earlier = (await conn.execute(_EARLIER, {"key": key, "inbox_id": inbound_id})).scalar_one_or_none()
+            earlier = (await conn.execute(_EARLIER, {"inbox_id": inbound_id})).scalar_one_or_none()
         return earlier is None
 
     async def following(self, inbound_id: int, thread: str) -> int | None:
         """The next pending row of ``thread`` after ``inbound_id`` (whoever finishes a turn starts the next)."""
         async with self._begin() as conn:
-            return (await conn.execute(_FOLLOWING, {"key": thread, "inbox_id": inbound_id})).scalar_one_or_none()
+            return (await conn.execute(_FOLLOWING, {"inbox_id": inbound_id})).scalar_one_or_none()
 
     async def finish_inbound(self, inbound_id: int, *, status: str = "done") -> None:
         async with self._begin() as conn:
@@ -480,7 +490,7 @@ class Store:
         now = _now()
         earlier = inbox.alias("earlier")
         blocked = sa.exists().where((earlier.c.thread_key == inbox.c.thread_key) & (earlier.c.status == "pending")
-                                    & (earlier.c.id < inbox.c.id))
+                                    & _before(earlier, inbox))
         query = sa.select(inbox).where((inbox.c.status == "pending") & ~blocked
                                        & (inbox.c.not_before.is_(None) | (inbox.c.not_before <= now)))
         if received_before is not None:

@@ -127,7 +127,7 @@ class FakeSlack:
     """The largest ``limit`` per method; 15 mimics a commercially distributed app outside the Marketplace."""
     clock: Callable[[], float] = time.monotonic
     """The time for rate-limit windows (a test may pass its own to move time without sleeping)."""
-    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _last_ts: tuple[int, int] = (0, 0)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     server: TestServer | None = None
     _counts: dict[str, dict[tuple[str, bool], int]] = field(default_factory=dict)
@@ -313,7 +313,7 @@ class FakeSlack:
         if method == "chat.update":
             return 200, {}, self._update(args)
         if method == "chat.postEphemeral":
-            return 200, {}, {"ok": True, "message_ts": f"{1_800_000_000 + next(self._ts)}.000200"}
+            return 200, {}, {"ok": True, "message_ts": self._new_ts()}
         if method == "chat.getPermalink":
             ts = str(args.get("message_ts", "")).replace(".", "")
             return 200, {}, {"ok": True, "channel": args.get("channel"),
@@ -327,6 +327,15 @@ class FakeSlack:
         return 200, {}, {"ok": False, "error": "unknown_method"}
 
     # ---- messages ----
+
+    def _new_ts(self) -> str:
+        """A new message ts: the time now, as Slack's are, strictly increasing. Its microseconds are 500000 or
+        more, which the ts the harness makes up for customers' messages (``<second>.000100`` and up) never are."""
+        second, micro = self._last_ts
+        now = int(time.time())
+        self._last_ts = (now, 500_000) if now > second else (second, micro + 1) if micro < 999_999 \
+            else (second + 1, 500_000)
+        return f"{self._last_ts[0]}.{self._last_ts[1]:06d}"
 
     def _keep(self, channel: str, message: dict[str, Any]) -> None:
         kept = self.messages.setdefault(channel, [])
@@ -347,7 +356,7 @@ class FakeSlack:
         if metadata is not None and not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str)
                                          and isinstance(metadata.get("event_payload"), dict)):
             return {"ok": False, "error": "invalid_metadata_format"}
-        ts = f"{1_800_000_000 + next(self._ts)}.000100"
+        ts = self._new_ts()
         message: dict[str, Any] = {"user": BOT_USER, "type": "message", "ts": ts, "bot_id": BOT_ID, "app_id": APP_ID,
                                    "text": args.get("text") or "", "team": HOST_TEAM, "bot_profile": BOT_PROFILE}
         if args.get("blocks"):
@@ -376,7 +385,7 @@ class FakeSlack:
                     message[key] = args[key]
             if isinstance(args.get("metadata"), dict):
                 message["metadata"] = args["metadata"]
-            message["edited"] = {"user": BOT_USER, "ts": f"{1_800_000_000 + next(self._ts)}.000300"}
+            message["edited"] = {"user": BOT_USER, "ts": self._new_ts()}
         answer: dict[str, Any] = {"ok": True, "channel": channel, "ts": ts, "text": args.get("text", "")}
         if message is not None:
             answer["message"] = dict(message)

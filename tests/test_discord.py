@@ -471,4 +471,14 @@ async def test_a_message_the_inbox_could_not_store_is_fetched_again_once_it_can(
     assert calls == 2 and len(rig.fake.posts(int(payload["id"]))) == 1
 
 
+
+@pytest.mark.parametrize("lost", [503, None], ids=["503 after the post", "connection dropped after the post"])
+async def test_a_reply_whose_answer_was_lost_is_not_posted_twice(rig: Rig, lost: int | None):
+    rig.fake.fail_after("/messages", lost)
+    first = await rig.say(DANA, HOW_TO)
+    assert len(rig.fake.posts(int(first["id"]))) == 1  # the retry's nonce answered the first post
+    conversation = await rig.conversation(int(first["id"]))
+    [row] = [r for r in await rig.service.store.outbox_of(conversation.id) if r["kind"] == "reply"]
+    assert row["status"] == "sent"
+
 logging.getLogger("discord").setLevel(logging.WARNING)

@@ -124,13 +124,32 @@ async def test_a_failing_turn_leaves_its_row_pending_and_logged_and_in_the_end_f
 async def test_two_quick_messages_of_one_thread_are_worked_on_in_order(slack: Harness):
     first = slack.message_event("U0DANA", HOW_TO)
     second = slack.message_event("U0DANA", "And how do I export a transcript?", thread_ts=first["ts"])
-    results = await asyncio.gather(slack.send_event(first, wait=False), slack.send_event(second, wait=False))
-    assert [status for status, _ in results] == [200, 200]
-    await slack.tracker.wait(results[0][1])
-    await slack.tracker.wait(results[1][1])
+    _, one = await slack.send_event(first, wait=False)  # the second arrives while the first is worked on
+    _, two = await slack.send_event(second, wait=False)
+    await slack.tracker.wait(one)
+    await slack.tracker.wait(two)
     await slack.settle()
     texts = [p["text"] for p in slack.fake.posts(SHARED)]
     assert len(texts) == 2 and "calendar" in texts[0].lower() and "export" in texts[1].lower()
+
+
+async def test_a_thread_is_worked_on_in_the_platforms_order_whatever_order_its_events_were_stored_in(store: Store):
+    async def receive(event: str, seq: str) -> int:
+        stored = await store.receive("slack", event, kind="event", payload={}, thread="slack:T:C:1", seq=seq)
+        assert stored is not None
+        return stored
+
+    later = await receive("C:1800000000.000200", "1800000000.000200")  # stored first, written second
+    earlier = await receive("C:1800000000.000100", "1800000000.000100")
+    async with store.transaction():
+        assert await store.take_inbound(later) is False  # waits for the message written before it
+    async with store.transaction():
+        assert await store.take_inbound(earlier) is True
+        await store.finish_inbound(earlier)
+        assert await store.following(earlier, "slack:T:C:1") == later
+    async with store.transaction():
+        assert await store.take_inbound(later) is True
+    assert [i.id for i in await store.pending_inbound()] == [later]
 
 
 @pytest.mark.parametrize("lost", [500, None], ids=["500 after the post", "connection dropped after the post"])

@@ -20,6 +20,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="message"))
         batch.add_column(sa.Column("payload", sa.JSON))
         batch.add_column(sa.Column("thread_key", sa.String(256)))
+        batch.add_column(sa.Column("seq", sa.String(40), nullable=False, server_default=""))
         # Rows from before this migration were handled when they were recorded.
         batch.add_column(sa.Column("status", sa.String(16), nullable=False, server_default="done"))
         batch.add_column(sa.Column("attempts", sa.Integer, nullable=False, server_default="0"))
@@ -27,7 +28,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("not_before", sa.DateTime(timezone=True)))
         batch.add_column(sa.Column("done_at", sa.DateTime(timezone=True)))
     op.create_index("ix_inbox_pending", "inbox", ["status", "id"])
-    op.create_index("ix_inbox_thread", "inbox", ["thread_key", "status", "id"])
+    op.create_index("ix_inbox_thread", "inbox", ["thread_key", "status", "seq", "id"])
     with op.batch_alter_table("outbox") as batch:
         batch.add_column(sa.Column("maybe_posted", sa.Boolean, nullable=False, server_default=sa.false()))
     # A route is looped in once: keep the first of any duplicates, then let the schema say so.
@@ -45,5 +46,6 @@ def downgrade() -> None:
     op.drop_index("ix_inbox_thread", "inbox")
     op.drop_index("ix_inbox_pending", "inbox")
     with op.batch_alter_table("inbox") as batch:
-        for column in ("done_at", "not_before", "last_error", "attempts", "status", "thread_key", "payload", "kind"):
+        for column in ("done_at", "not_before", "last_error", "attempts", "status", "seq", "thread_key", "payload",
+                       "kind"):
             batch.drop_column(column)
