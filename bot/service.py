@@ -49,8 +49,6 @@ if TYPE_CHECKING:  # the openai package takes about a second to import: only whe
 log = structlog.get_logger(__name__)
 
 _SCORE = re.compile(r"^\W*([1-5])(?:\s*/\s*5)?\W*$")
-BIG_MESSAGE = 4000
-"""Characters past which the engine works on a thread rather than on the event loop."""
 STAFF_GUARD = ("empty", "placeholder", "internal", "wrong_person")
 """The guard's checks that apply to what staff send: links and repeats are theirs to judge."""
 
@@ -214,10 +212,9 @@ class Service:
 
     async def _decide(self, conversation: Conversation, message: Message,
                       **options: Any) -> tuple[Decision, list[Action]]:
-        """The engine's decision; on a thread for a huge message, so acknowledgements keep flowing meanwhile."""
-        if len(message.text) > BIG_MESSAGE:
-            return await asyncio.to_thread(self.engine.decide, conversation, message, **options)
-        return self.engine.decide(conversation, message, **options)
+        """The engine's decision, on a worker thread: the event loop keeps acknowledging meanwhile, and the
+        embedding model (onnxruntime releases the GIL) runs beside it on another core."""
+        return await asyncio.to_thread(self.engine.decide, conversation, message, **options)
 
     async def _failed(self, inbound: Inbound, exc: BaseException) -> bool:
         """Count a failed attempt at an inbox row; it stays pending for a retry (or, in the end, failed)."""
@@ -232,9 +229,9 @@ class Service:
                                                           message.thread or message.event_id)
         if conversation is None or not message.from_customer:
             return Outcome(ignored="edit outside a customer conversation")
-        triage = functools.partial(self.engine.triage, message.text, organisation=message.author.organisation,
-                                   now=message.at, zone=message.author.timezone, guard=False)
-        decision = await asyncio.to_thread(triage) if len(message.text) > BIG_MESSAGE else triage()
+        decision = await asyncio.to_thread(functools.partial(
+            self.engine.triage, message.text, organisation=message.author.organisation, now=message.at,
+            zone=message.author.timezone, guard=False))
         raises = decision.escalate and (
             conversation.state in (ConversationState.open, ConversationState.gathering)
             or conversation.severity is None or decision.severity > conversation.severity)
