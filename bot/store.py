@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -222,7 +221,6 @@ _FOLLOWING = sa.select(inbox.c.id).where(
     (_me.c.id == inbox_id_param) & (inbox.c.thread_key == _me.c.thread_key) & (inbox.c.status == "pending")
     & _before(_me, inbox)).order_by(inbox.c.seq, inbox.c.id).limit(1)
 
-MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def _inbound(row: Any) -> Inbound:
@@ -411,18 +409,11 @@ class Store:
         await self.engine.dispose()
 
     async def migrate(self) -> None:
-        """Create or upgrade the schema to the newest migration."""
-        from alembic import command
-        from alembic.config import Config
+        """Create or upgrade the schema to the newest migration (on PostgreSQL under an advisory lock, so
+        that processes starting together on an empty database do not race)."""
+        from bot import database
 
-        def upgrade(connection: sa.Connection) -> None:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade)
+        await database.upgrade(self.engine)
 
     # ---- inbox ----
 

@@ -3,30 +3,32 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import chat
 import pytest
 
 from bot.engine import Engine
 from bot.model import ConversationState, Person
-from bot.service import Outcome, Service
+from bot.service import Outcome
 from bot.store import Store
+from bot.testing import Customer as Chat
+from bot.testing import TestBot
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
 
 
-def Customer(service: Service) -> chat.Customer:  # noqa: N802
+def Customer(baton: TestBot) -> Chat:  # noqa: N802
     """One customer writing in one thread, a minute between messages."""
-    return chat.Customer(service, start=START, person=Person(id="U0ROBIN", name="Robin Vale",
-                                                             organisation="T0CUSTOMER"))
+    return Chat(baton, start=START, person=Person(id="U0ROBIN", name="Robin Vale", organisation="T0CUSTOMER"))
 
 
 @pytest.fixture
-def service(store: Store, bot: Engine) -> Service:
-    return Service(bot, store)
+async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
+    async with TestBot.create(bot, store) as running:
+        yield running
 
 
 def replies(outcome: Outcome) -> list[str]:
@@ -37,9 +39,9 @@ def holds(outcome: Outcome) -> list[object]:
     return [a for a in outcome.actions if a.kind == "hold"]
 
 
-async def test_the_same_question_twice_hands_off_honestly_instead_of_holding_a_repeat(service: Service,
+async def test_the_same_question_twice_hands_off_honestly_instead_of_holding_a_repeat(baton: TestBot,
                                                                                       store: Store):
-    customer = Customer(service)
+    customer = Customer(baton)
     first = await customer.says("how can I get my coworker into our Notewise workspace?")
     assert first.decision is not None and not first.decision.escalate and first.decision.citations
     [answer] = replies(first)
@@ -57,25 +59,30 @@ async def test_the_same_question_twice_hands_off_honestly_instead_of_holding_a_r
     assert answer in second.brief.bot_said  # the person taking over sees what the bot already tried
     conversation = await store.get_conversation(second.conversation.id)  # type: ignore[union-attr]
     assert conversation is not None and conversation.state is ConversationState.escalated
+    assert customer.replies == [answer, notice]  # the answer reached the customer once, then the notice
+    card = customer.card()
+    assert card is not None and card.brief == second.brief and answer in card.brief.bot_said
 
 
-async def test_the_same_question_in_other_words_after_its_answer_also_hands_off(service: Service):
-    customer = Customer(service)
+async def test_the_same_question_in_other_words_after_its_answer_also_hands_off(baton: TestBot):
+    customer = Customer(baton)
     first = await customer.says("Where do I change the email address I log in with?")
     assert first.decision is not None and first.decision.citations and not first.decision.escalate
     second = await customer.says("ok but how do I update my sign-in email??")
     decision = second.decision
     assert decision is not None and decision.escalate and "knowledge.asked_again" in decision.rules
     assert not holds(second) and replies(second) != replies(first)
+    assert customer.replies == replies(first) + replies(second)
 
 
-async def test_another_question_after_an_answer_is_answered(service: Service):
-    customer = Customer(service)
+async def test_another_question_after_an_answer_is_answered(baton: TestBot):
+    customer = Customer(baton)
     first = await customer.says("which languages can Notewise transcribe?")
     second = await customer.says("and how long does a transcript take after the call ends?")
     assert first.decision is not None and second.decision is not None
     assert not second.decision.escalate and second.decision.citations
     assert second.decision.citations != first.decision.citations and not holds(second)
+    assert customer.replies == replies(first) + replies(second) and len(customer.replies) == 2
 
 
 def test_an_answer_is_sent_again_when_it_was_not_the_bots_last_message(bot: Engine):

@@ -1,55 +1,63 @@
-"""Whole conversations through the service: the real engine, help center and store (SQLite and PostgreSQL)."""
+"""Whole conversations through the bot on its in-memory platform (bot/testing.py): the inbox and its workers,
+the real engine, help center and store (SQLite and PostgreSQL), the courier and what it delivered."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import chat
 import pytest
 
 from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
 from bot.model import ConversationState, Person, Role
 from bot.policy import load_policy
-from bot.service import Outcome, Service
+from bot.service import Outcome
 from bot.store import Store
+from bot.testing import Customer as Chat
+from bot.testing import TestBot
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
 
 
-def Customer(service: Service, *, name: str = "Dana Smith", organisation: str = "T0CUSTOMER",  # noqa: N802
-             timezone: str | None = None) -> chat.Customer:
+def Customer(baton: TestBot, *, name: str = "Dana Smith", organisation: str = "T0CUSTOMER",  # noqa: N802
+             timezone: str | None = None) -> Chat:
     """One customer writing in one thread, a minute between messages."""
-    return chat.Customer(service, start=START, person=Person(id="U0DANA", name=name, organisation=organisation,
-                                                             timezone=timezone))
+    return Chat(baton, start=START, person=Person(id="U0DANA", name=name, organisation=organisation,
+                                                  timezone=timezone))
 
 
 @pytest.fixture
-def service(store: Store, bot: Engine) -> Service:
-    return Service(bot, store)
+async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
+    async with TestBot.create(bot, store) as running:
+        yield running
 
 
 def replies(outcome: Outcome) -> list[str]:
     return [a.text for a in outcome.actions if a.kind in ("reply", "ask_details")]  # type: ignore[union-attr]
 
 
-async def test_a_how_to_is_answered_with_a_citation(service: Service, store: Store):
-    outcome = await Customer(service).says("How do I connect my Outlook calendar?")
+async def test_a_how_to_is_answered_with_a_citation(baton: TestBot, store: Store):
+    customer = Customer(baton)
+    outcome = await customer.says("How do I connect my Outlook calendar?")
     decision = outcome.decision
     assert decision is not None and not decision.escalate
     assert decision.citations == ("https://help.notewise.example/articles/connect-calendars",)
     [text] = replies(outcome)
     assert "Settings > Calendars" in text and decision.citations[0] in text
     assert outcome.actions[0].kind == "reply" and outcome.actions[0].citations == decision.citations  # type: ignore
+    assert customer.replies == [text] and outcome.delivered == 1  # delivered by the worker that decided
     conversation = await store.get_conversation(outcome.conversation.id)  # type: ignore[union-attr]
     assert conversation is not None and conversation.state is ConversationState.open
+    assert baton.platform.cards == []
 
 
-async def test_a_question_the_help_center_does_not_cover_goes_to_a_person(service: Service, store: Store):
-    outcome = await Customer(service).says("Can I integrate Notewise with Jira?")
+async def test_a_question_the_help_center_does_not_cover_goes_to_a_person(baton: TestBot, store: Store):
+    customer = Customer(baton)
+    outcome = await customer.says("Can I integrate Notewise with Jira?")
     decision = outcome.decision
     assert decision is not None and decision.escalate and decision.route == "support"
     assert "knowledge.no_answer" in decision.rules and decision.citations == ()
@@ -59,10 +67,13 @@ async def test_a_question_the_help_center_does_not_cover_goes_to_a_person(servic
     assert "does not answer this question" in " ".join(outcome.brief.why_now)
     conversation = await store.get_conversation(outcome.conversation.id)  # type: ignore[union-attr]
     assert conversation is not None and conversation.state is ConversationState.escalated
+    assert customer.replies == [text]
+    card = customer.card()
+    assert card is not None and card.brief == outcome.brief and card.brief.route == "support"
 
 
-async def test_a_meeting_report_gathers_details_over_three_turns_in_any_order(service: Service, store: Store):
-    customer = Customer(service)
+async def test_a_meeting_report_gathers_details_over_three_turns_in_any_order(baton: TestBot, store: Store):
+    customer = Customer(baton)
     first = await customer.says("Hi, the notetaker never joined our call and there's no recording")
     assert first.decision is not None and first.decision.missing == ("meeting_name", "date", "time", "timezone")
     assert [a.kind for a in first.actions] == ["ask_details"]
@@ -76,6 +87,7 @@ async def test_a_meeting_report_gathers_details_over_three_turns_in_any_order(se
     assert third.decision is not None and third.decision.missing == ()
     assert replies(third) == ["Weekly Sync, Thu 19 Nov 2026, 15:30 PST: is that right?"]
     assert not third.decision.escalate
+    assert customer.replies == replies(first) + [ask] + replies(third) and customer.card() is None
 
     fourth = await customer.says("yes, that's right")
     decision = fourth.decision
@@ -93,10 +105,14 @@ async def test_a_meeting_report_gathers_details_over_three_turns_in_any_order(se
     # Never asked again for something already given: each question only names what was missing.
     bot_lines = [r["text"] for r in await store.transcript(conversation.id) if r["role"] == "bot"]
     assert sum("time it started" in line for line in bot_lines) == 1
+    assert customer.replies == bot_lines  # every line the bot stored reached the customer, in order
+    card = customer.card()
+    assert card is not None and card.brief.details["meeting_name"] == "Weekly Sync"
+    assert len(card.notes()) == 8  # the whole transcript follows the card: four messages, four answers
 
 
-async def test_a_no_to_the_read_back_asks_what_to_correct_and_takes_the_correction(service: Service):
-    customer = Customer(service, timezone="America/Los_Angeles")
+async def test_a_no_to_the_read_back_asks_what_to_correct_and_takes_the_correction(baton: TestBot):
+    customer = Customer(baton, timezone="America/Los_Angeles")
     first = await customer.says('The transcript of "Design Crit" yesterday at 2pm is cut off')
     assert replies(first) == ["Design Crit, Thu 19 Nov 2026, 14:00 PST: is that right?"]
     second = await customer.says("no")
@@ -107,10 +123,11 @@ async def test_a_no_to_the_read_back_asks_what_to_correct_and_takes_the_correcti
     fourth = await customer.says("yes")
     assert fourth.decision is not None and fourth.decision.escalate
     assert fourth.decision.details.time == "16:00"
+    assert customer.replies == [r for o in (first, second, third, fourth) for r in replies(o)]
 
 
-async def test_a_frustrated_billing_dispute_escalates_at_once_with_a_full_brief(service: Service):
-    customer = Customer(service, organisation="T0ACME0001", name="Alex Acme")  # a contract customer
+async def test_a_frustrated_billing_dispute_escalates_at_once_with_a_full_brief(baton: TestBot):
+    customer = Customer(baton, organisation="T0ACME0001", name="Alex Acme")  # a contract customer
     outcome = await customer.says("This is ridiculous. You charged us twice for November and I want a refund NOW.")
     decision = outcome.decision
     assert decision is not None and decision.escalate and decision.route == "billing"
@@ -141,10 +158,18 @@ async def test_a_frustrated_billing_dispute_escalates_at_once_with_a_full_brief(
     assert [a.kind for a in again.actions] == ["mirror"]
     staff = await customer.says("Hi Alex, looking at it now", role=Role.staff)
     assert staff.decision is None
-    conversation = await service.store.get_conversation(outcome.conversation.id)  # type: ignore[union-attr]
+    conversation = await baton.store.get_conversation(outcome.conversation.id)  # type: ignore[union-attr]
     assert conversation is not None and conversation.state is ConversationState.claimed
     after = await customer.says("ok, thank you")
     assert [a.kind for a in after.actions] == ["mirror"]
+
+    # What was delivered: two messages to the customer; for staff the card, the transcript in its thread,
+    # each later message mirrored there, and the card redrawn as claimed by the member who replied.
+    assert customer.replies == replies(outcome) + replies(later)
+    card = customer.card()
+    assert card is not None and card.brief == brief and card.brief.route == "billing"
+    assert card.mirrored() == ["Hello??", "The second charge was on the 3rd", "ok, thank you"]
+    assert card.claimed_by == "U0AGENT" and card.state is ConversationState.claimed
 
 
 @pytest.mark.parametrize("notice, kind", [
@@ -162,9 +187,9 @@ async def test_the_guard_holds_a_bad_message_and_escalates_with_the_reason(tmp_p
     policy_path = tmp_path / "policy.toml"
     policy_path.write_text(text.replace(original, f"ask_details = {notice!r}".replace("'", '"')))
     policy = load_policy(policy_path)
-    service = Service(Engine(policy, KnowledgeBase.load(None, policy.knowledge)), store)
-
-    outcome = await Customer(service).says("my recording is missing")
+    async with TestBot.create(Engine(policy, KnowledgeBase.load(None, policy.knowledge)), store) as baton:
+        customer = Customer(baton)
+        outcome = await customer.says("my recording is missing")
     decision = outcome.decision
     assert decision is not None and decision.escalate and f"guard.{kind}" in decision.rules
     held = [a for a in outcome.actions if a.kind == "hold"]
@@ -173,19 +198,23 @@ async def test_the_guard_holds_a_bad_message_and_escalates_with_the_reason(tmp_p
     assert all(notice.split(",")[0] not in s for s in sent)  # the bad text is not among what is sent
     review = await store.held_actions(outcome.conversation.id)  # type: ignore[union-attr]
     assert len(review) == 1 and review[0]["status"] == "held" and kind in review[0]["last_error"]
-    due = await store.take_due()
-    assert all(row["kind"] != "hold" for row in due)
+    # Everything else was delivered; the held message never reached the courier, nor the customer.
+    rows = await store.outbox_of(outcome.conversation.id)  # type: ignore[union-attr]
+    assert [r["status"] for r in rows if r["kind"] == "hold"] == ["held"]
+    assert all(r["status"] == "sent" for r in rows if r["kind"] != "hold")
+    assert "hold" not in [a.kind for a in baton.platform.attempts]
+    assert customer.replies == sent and all(notice.split(",")[0] not in r for r in customer.replies)
     assert outcome.brief is not None and any("pre-send guard" in w for w in outcome.brief.why_now)
 
 
-async def test_the_guard_will_not_send_the_same_message_twice(service: Service):
+async def test_the_guard_will_not_send_the_same_message_twice(baton: TestBot):
     # Detail gathering words a second question differently (tests/test_gathering.py); the guard is the
     # backstop for any reply that would still be the bot's previous message.
-    customer = Customer(service)
+    customer = Customer(baton)
     first = await customer.says("my recording is missing")
     [question] = replies(first)
     again = await customer.says("hmm")  # nothing new: asked again in other words, not held as a repeat
     assert again.decision is not None and "guard.repeat" not in again.decision.rules and replies(again) != [question]
-    decision = service.engine.triage("my recording is missing", previous=question)
+    decision = baton.service.engine.triage("my recording is missing", previous=question)
     assert decision.escalate and "guard.repeat" in decision.rules
     assert [text for text, _ in decision.held] == [question] and decision.reply != question

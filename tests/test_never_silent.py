@@ -1,7 +1,8 @@
 """Never silent: every customer message ends in an answer, a question or an honest handoff notice.
 
-Each case runs through the engine (``triage`` and ``decide``) and through the service with a real store
-(SQLite, and PostgreSQL when it is installed). The messages are written for these tests.
+Each case runs through the engine (``triage`` and ``decide``) and through the whole bot on its in-memory
+platform (bot/testing.py: inbox workers, a real store on SQLite and PostgreSQL when it is installed, the
+courier and what it delivered). The messages are written for these tests.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import chat
 import openai
 import pytest
 from openai_fake import FakeOpenAI
@@ -33,8 +33,10 @@ from bot.model import (
     Severity,
 )
 from bot.policy import Policy, PolicyError, load_policy
-from bot.service import Outcome, Service
+from bot.service import Outcome
 from bot.store import Store
+from bot.testing import Customer as Chat
+from bot.testing import TestBot
 
 NY = ZoneInfo("America/New_York")
 WEDNESDAY = datetime(2026, 11, 18, 11, 0, tzinfo=NY)  # in business hours (Mon-Fri 09:00-18:00 New York)
@@ -357,11 +359,11 @@ def test_the_calm_rows_are_there():
     assert len(_calm_rows()) >= 40
 
 
-# ---- through the service, with a real store ----
+# ---- through the whole bot, with a real store ----
 
 
-def Customer(service: Service, *, start: datetime = WEDNESDAY, timezone: str | None = None) -> chat.Customer:  # noqa: N802
-    return chat.Customer(service, start=start, person=Person(id="U0DANA", name="Dana Smith",
+def Customer(baton: TestBot, *, start: datetime = WEDNESDAY, timezone: str | None = None) -> Chat:  # noqa: N802
+    return Chat(baton, start=start, person=Person(id="U0DANA", name="Dana Smith",
                                                              organisation="T0CUSTOMER", timezone=timezone))
 
 
@@ -370,59 +372,72 @@ def replies(outcome: Outcome) -> list[str]:
 
 
 @pytest.fixture
-def service(store: Store, bot: Engine) -> Service:
-    return Service(bot, store)
+async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
+    async with TestBot.create(bot, store) as running:
+        yield running
 
 
-async def test_greeting_then_a_question_then_thanks(service: Service):
-    customer = Customer(service)
+async def test_greeting_then_a_question_then_thanks(baton: TestBot):
+    customer = Customer(baton)
     hello = await customer.says("hello team")
-    assert replies(hello) == [service.policy.notices.greeting[0]] and hello.state is ConversationState.open
+    assert replies(hello) == [baton.service.policy.notices.greeting[0]] and hello.state is ConversationState.open
     answer = await customer.says("How do I connect my Outlook calendar?")
     assert answer.decision is not None and answer.decision.citations and not answer.decision.escalate
     thanks = await customer.says("ty, that worked")
-    assert replies(thanks) == [service.policy.notices.thanks[0]]
+    assert replies(thanks) == [baton.service.policy.notices.thanks[0]]
     again = await customer.says("thanks again!")
-    assert replies(again) == [service.policy.notices.thanks[1]]
+    assert replies(again) == [baton.service.policy.notices.thanks[1]]
     assert not any(a.kind == "hold" for o in (hello, answer, thanks, again) for a in o.actions)
+    assert customer.replies == [r for o in (hello, answer, thanks, again) for r in replies(o)]
 
 
-async def test_two_messages_without_a_request_hand_off_politely(service: Service, store: Store):
-    customer = Customer(service)
+async def test_two_messages_without_a_request_hand_off_politely(baton: TestBot, store: Store):
+    customer = Customer(baton)
     first = await customer.says("hi")
     second = await customer.says("👋")
     assert second.decision is not None and "smalltalk.again" in second.decision.rules
     assert second.brief is not None and any("without a request" in w for w in second.brief.why_now)
     assert [a.kind for a in second.actions if a.kind != "note"] == ["open_handoff", "reply"]
     assert second.state is ConversationState.escalated and replies(first) != replies(second)
+    assert customer.replies == replies(first) + replies(second)
+    card = customer.card()
+    assert card is not None and card.brief == second.brief and len(card.notes()) == 4  # the transcript so far
 
 
-async def test_a_foreign_language_message_hands_off_with_the_language_in_the_brief(service: Service):
-    outcome = await Customer(service).says(FOREIGN[0][0])
+async def test_a_foreign_language_message_hands_off_with_the_language_in_the_brief(baton: TestBot):
+    customer = Customer(baton)
+    outcome = await customer.says(FOREIGN[0][0])
     assert outcome.brief is not None and outcome.brief.language == "German (de)"
     assert "Language: German (de)" in outcome.brief.text()
     assert any("written in German (de)" in w for w in outcome.brief.why_now)
     [notice] = replies(outcome)
     assert "English" in notice and outcome.state is ConversationState.escalated
+    assert customer.replies == [notice]
+    card = customer.card()
+    assert card is not None and card.brief.language == "German (de)"
 
 
-async def test_an_unclaimed_handoff_acknowledges_once_and_a_claim_silences_the_bot(service: Service, store: Store):
-    customer = Customer(service)
+async def test_an_unclaimed_handoff_acknowledges_once_and_a_claim_silences_the_bot(baton: TestBot, store: Store):
+    customer = Customer(baton)
     opened = await customer.says("the recording from yesterday is gone")
     assert opened.state is ConversationState.escalated
     [notice] = replies(opened)
     assert notice.startswith("I understand this is about a recording or notes that are missing.")
     more = await customer.says("it's about 12 meetings")
-    assert replies(more) == [service.policy.notices.acknowledged[0]]
+    assert replies(more) == [baton.service.policy.notices.acknowledged[0]]
     still = await customer.says("hello?")
     assert replies(still) == [] and [a.kind for a in still.actions] == ["mirror"]
     assert outcome_id(opened) is not None
-    won = await service.claim(outcome_id(opened), "U0AGENT")
+    won = await baton.platform.claim(outcome_id(opened), "U0AGENT")
     assert won.won
     after = await customer.says("any news?")
     assert replies(after) == [] and [a.kind for a in after.actions] == ["mirror"]
     bot_lines = [r["text"] for r in await store.transcript(outcome_id(opened)) if r["role"] == "bot"]
-    assert bot_lines == [notice, service.policy.notices.acknowledged[0]]
+    assert bot_lines == [notice, baton.service.policy.notices.acknowledged[0]]
+    assert customer.replies == bot_lines  # delivered: what the bot said, and nothing after the claim
+    card = customer.card()
+    assert card is not None and card.claimed_by == "U0AGENT"
+    assert card.mirrored() == ["it's about 12 meetings", "hello?", "any news?"]  # staff still see everything
 
 
 def outcome_id(outcome: Outcome) -> str:
@@ -430,32 +445,37 @@ def outcome_id(outcome: Outcome) -> str:
     return outcome.conversation.id
 
 
-async def test_a_weekend_handoff_says_when_the_team_is_back(service: Service):
-    customer = Customer(service, start=SATURDAY, timezone="Europe/London")
+async def test_a_weekend_handoff_says_when_the_team_is_back(baton: TestBot):
+    customer = Customer(baton, start=SATURDAY, timezone="Europe/London")
     outcome = await customer.says("You charged us twice for November")
     [notice] = replies(outcome)
     assert "back Monday at 09:00 America/New_York (Monday at 14:00 your time)" in notice
     assert outcome.brief is not None and outcome.brief.due is not None
     assert outcome.brief.due.astimezone(NY) == datetime(2026, 11, 23, 10, 0, tzinfo=NY)  # 1 hour of business time
+    assert customer.replies == [notice]
 
 
-async def test_an_over_long_message_through_the_service_keeps_the_original(service: Service, store: Store):
+async def test_an_over_long_message_through_the_service_keeps_the_original(baton: TestBot, store: Store):
     text = _paste("Someone logged into my account from an unknown device last night.\n", "\nPlease check.")
-    outcome = await Customer(service).says(text)
+    customer = Customer(baton)
+    outcome = await customer.says(text)
     assert outcome.decision is not None and outcome.decision.escalate and outcome.decision.route == "security"
     lines = await store.transcript(outcome_id(outcome))
     assert lines[0]["text"] == text  # stored as written, all 5,000 characters
     assert outcome.brief is not None and all(w in text for w in outcome.brief.urgent_words)
     assert any("start and its end" in w for w in outcome.brief.why_now)
+    card = customer.card()
+    assert card is not None and card.notes()[0] == f"Dana Smith (customer): {text}"  # staff get all of it too
 
 
-async def test_a_vague_message_through_the_service_asks_once_then_hands_off(service: Service):
-    customer = Customer(service)
+async def test_a_vague_message_through_the_service_asks_once_then_hands_off(baton: TestBot):
+    customer = Customer(baton)
     first = await customer.says("so about that thing from last week")
-    assert replies(first) == service.policy.notices.unclear and first.state is ConversationState.open
+    assert replies(first) == baton.service.policy.notices.unclear and first.state is ConversationState.open
     second = await customer.says("you know, the one with Marco")
     assert second.decision is not None and "clarify.unknown" in second.decision.rules
     assert second.state is ConversationState.escalated
+    assert customer.replies == replies(first) + replies(second)
 
 
 # ---- an assisted intent with a language model: the brief carries the model's draft ----
@@ -472,18 +492,23 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 async def test_an_assisted_handoff_carries_the_models_draft(store: Store, bot: Engine, fake: FakeOpenAI):
     assert fake.server is not None
     client = openai.AsyncOpenAI(base_url=str(fake.server.make_url("/v1")), api_key="test-key", max_retries=0)
-    service = Service(bot, store, llm=LanguageModel(client, "fake-model", store, timeout=2.0), first_reply=5.0)
-    outcome = await Customer(service).says("the export to PDF button shows an error and nothing downloads")
-    decision, brief = outcome.decision, outcome.brief
-    assert decision is not None and "tier.bug_report.assisted" in decision.rules and decision.route == "engineering"
-    assert brief is not None and brief.draft is not None and brief.draft.startswith("Thanks for flagging this")
-    assert "Draft reply (approve or edit before sending)" in brief.text()
-    assert await service.draft(outcome_id(outcome)) == brief.draft
+    llm = LanguageModel(client, "fake-model", store, timeout=2.0)
+    async with TestBot.create(bot, store, llm=llm, first_reply=5.0) as baton:
+        outcome = await Customer(baton).says("the export to PDF button shows an error and nothing downloads")
+        decision, brief = outcome.decision, outcome.brief
+        assert decision is not None and "tier.bug_report.assisted" in decision.rules
+        assert decision.route == "engineering"
+        assert brief is not None and brief.draft is not None and brief.draft.startswith("Thanks for flagging this")
+        assert "Draft reply (approve or edit before sending)" in brief.text()
+        assert await baton.service.draft(outcome_id(outcome)) == brief.draft
+        card = baton.platform.card(outcome_id(outcome))  # staff see the draft on the card
+        assert card is not None and card.brief.draft == brief.draft
 
 
 async def test_a_risk_handoff_brief_carries_no_draft(store: Store, bot: Engine, fake: FakeOpenAI):
     assert fake.server is not None
     client = openai.AsyncOpenAI(base_url=str(fake.server.make_url("/v1")), api_key="test-key", max_retries=0)
-    service = Service(bot, store, llm=LanguageModel(client, "fake-model", store, timeout=2.0), first_reply=5.0)
-    outcome = await Customer(service).says("You charged us twice for November")
+    llm = LanguageModel(client, "fake-model", store, timeout=2.0)
+    async with TestBot.create(bot, store, llm=llm, first_reply=5.0) as baton:
+        outcome = await Customer(baton).says("You charged us twice for November")
     assert outcome.brief is not None and outcome.brief.draft is None
