@@ -169,7 +169,8 @@ class Service:
                                                stop=stop_after_attempt(4), wait=wait_exponential(0.1, max=2)):
                 with attempt:
                     async with self.store.transaction():
-                        if not await self.store.take_inbound(inbound.id):
+                        taken_row = await self.store.take_inbound(inbound.id)
+                        if taken_row is None:
                             bound.debug("inbound_not_ours")
                             return None
                         if inbound.kind == "edit":
@@ -179,7 +180,7 @@ class Service:
                         else:
                             outcome = await self._from_customer(message, bound, hints)
                         await self.store.finish_inbound(inbound.id)
-                        following = await self.store.following(inbound.id, inbound.thread_key)
+                        following = taken_row.following
                         if outcome.queued and self.deliver is not None and outcome.conversation is not None:
                             taken = await self.store.take_rows(outcome.queued, lease=self.lease)
                             if taken and all(row["kind"] in TO_CUSTOMER for row in taken):
@@ -202,10 +203,11 @@ class Service:
         """Close an inbox row that holds nothing for the bot (its platform said so), in its turn."""
         following = None
         async with self.store.transaction():
-            if not await self.store.take_inbound(inbound.id):
+            taken = await self.store.take_inbound(inbound.id)
+            if taken is None:
                 return False
             await self.store.finish_inbound(inbound.id, status="ignored")
-            following = await self.store.following(inbound.id, inbound.thread_key)
+            following = taken.following
         if following is not None:
             self.next_in_thread(following)
         return True

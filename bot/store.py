@@ -212,10 +212,16 @@ _EARLIER = sa.select(_earlier.c.id).where(
     (_me.c.id == inbox_id_param) & (_earlier.c.thread_key == _me.c.thread_key) & (_earlier.c.status == "pending")
     & _before(_earlier, _me)).limit(1)
 """An earlier pending row of the same thread: the row at hand must wait for it."""
-_TAKE = sa.select(inbox.c.thread_key, sa.select(_earlier.c.id).where(
-    (_earlier.c.thread_key == inbox.c.thread_key) & (_earlier.c.status == "pending") & _before(_earlier, inbox))
-    .limit(1).scalar_subquery()).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
-"""An inbox row if it is pending, with the id of an earlier pending row of its thread, if any."""
+_later = inbox.alias("later")
+_TAKE = sa.select(
+    inbox.c.thread_key,
+    sa.select(_earlier.c.id).where((_earlier.c.thread_key == inbox.c.thread_key) & (_earlier.c.status == "pending")
+                                   & _before(_earlier, inbox)).limit(1).scalar_subquery(),
+    sa.select(_later.c.id).where((_later.c.thread_key == inbox.c.thread_key) & (_later.c.status == "pending")
+                                 & _before(inbox, _later)).order_by(_later.c.seq, _later.c.id).limit(1)
+    .scalar_subquery(),
+).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
+"""An inbox row if it is pending, with the ids of the pending rows of its thread just before and after it."""
 _TAKE_FOR_UPDATE = _TAKE.with_for_update(of=inbox, skip_locked=True)
 _FOLLOWING = sa.select(inbox.c.id).where(
     (_me.c.id == inbox_id_param) & (inbox.c.thread_key == _me.c.thread_key) & (inbox.c.status == "pending")
@@ -325,6 +331,14 @@ class Card:
 
 
 @dataclass(frozen=True)
+class Taken:
+    """An inbox row locked for its turn."""
+
+    following: int | None
+    """The next pending row of its thread, as it stood when this one was taken."""
+
+
+@dataclass(frozen=True)
 class Inbound:
     """One inbox row: an event as the platform sent it (``kind`` says how to read ``payload``)."""
 
@@ -430,23 +444,25 @@ class Store:
             ).on_conflict_do_nothing().returning(inbox.c.id)
             return (await conn.execute(statement)).scalar_one_or_none()
 
-    async def take_inbound(self, inbound_id: int) -> bool:
+    async def take_inbound(self, inbound_id: int) -> Taken | None:
         """Inside :meth:`transaction`: lock a pending inbox row for this turn, if it is the next of its
-        thread and no other worker holds it. The lock is the lease: it ends with the transaction, so a
-        worker that dies leaves the row pending for the next one."""
+        thread and no other worker holds it (``None`` otherwise). The lock is the lease: it ends with the
+        transaction, so a worker that dies leaves the row pending for the next one."""
         conn = self._current.get()
         assert conn is not None, "take_inbound runs inside Store.transaction()"
         query = _TAKE_FOR_UPDATE if self.postgres else _TAKE
         row = (await conn.execute(query, {"inbox_id": inbound_id})).first()
         if row is None:
-            return False
-        key, earlier = row
+            return None
+        _key, earlier, following = row
         if earlier is not None and self.postgres:
             # Another process may be working on the earlier message right now: wait for its turn to
             # commit (its row lock), then look again, rather than leave this one for the poller.
             await conn.execute(sa.select(inbox.c.id).where(inbox.c.id == earlier).with_for_update())
             earlier = (await conn.execute(_EARLIER, {"inbox_id": inbound_id})).scalar_one_or_none()
-        return earlier is None
+        # A later message stored before this one was taken may have been left by its worker (this one
+        # was pending): whoever finishes this turn starts it. One stored later waits for this turn's lock.
+        return Taken(following=following) if earlier is None else None
 
     async def following(self, inbound_id: int, thread: str) -> int | None:
         """The next pending row of ``thread`` after ``inbound_id`` (whoever finishes a turn starts the next)."""
@@ -614,11 +630,18 @@ class Store:
         state = conversation.state
         inputs = {"text": message.text, "event_id": message.event_id, "state": conversation.state.value,
                   "organisation": message.author.organisation}
+        said = [a for a in actions if a.kind in CUSTOMER_FACING]
+        rows = [{"conversation_id": conversation.id, "role": message.author.role.value, "author_id": message.author.id,
+                 "author_name": message.author.name, "text": message.text, "event_id": message.event_id,
+                 "at": message.at}]
+        for action in said:  # what the bot says, kept with the customer's words, in one statement
+            assert isinstance(action, Reply | AskDetails)
+            rows.append({"conversation_id": conversation.id, "role": Role.bot.value, "author_id": "baton",
+                         "author_name": "Baton", "text": action.text, "event_id": None, "at": message.at})
         async with self._begin() as conn:
-            message_id = (await conn.execute(messages.insert().values(
-                conversation_id=conversation.id, role=message.author.role.value, author_id=message.author.id,
-                author_name=message.author.name, text=message.text, event_id=message.event_id, at=message.at,
-            ).returning(messages.c.id))).scalar_one()
+            stored = (await conn.execute(messages.insert().values(rows)
+                                         .returning(messages.c.id, messages.c.role))).all()
+            message_id = next(row.id for row in stored if row.role == message.author.role.value)
             decision_id = (await conn.execute(decisions.insert().values(
                 conversation_id=conversation.id, message_id=message_id, intent=decision.intent,
                 escalate=decision.escalate, severity=decision.severity.name, route=decision.route,
@@ -628,12 +651,8 @@ class Store:
             update: dict[str, Any] = {"updated_at": _now(), "details": decision.details.model_dump(),
                                       "awaiting": decision.awaiting,
                                       "asked": list(decision.missing) if decision.awaiting == "details" else []}
-            said = [a for a in actions if a.kind in CUSTOMER_FACING]
             for action in said:
                 assert isinstance(action, Reply | AskDetails)
-                await conn.execute(messages.insert().values(
-                    conversation_id=conversation.id, role=Role.bot.value, author_id="baton", author_name="Baton",
-                    text=action.text, event_id=None, at=message.at))
                 update["last_reply"] = action.text
             if message.author.timezone:
                 update["customer_timezone"] = message.author.timezone

@@ -142,13 +142,15 @@ async def test_a_thread_is_worked_on_in_the_platforms_order_whatever_order_its_e
     later = await receive("C:1800000000.000200", "1800000000.000200")  # stored first, written second
     earlier = await receive("C:1800000000.000100", "1800000000.000100")
     async with store.transaction():
-        assert await store.take_inbound(later) is False  # waits for the message written before it
+        assert await store.take_inbound(later) is None  # waits for the message written before it
     async with store.transaction():
-        assert await store.take_inbound(earlier) is True
+        taken = await store.take_inbound(earlier)
+        assert taken is not None and taken.following == later  # whoever finishes it starts the next
         await store.finish_inbound(earlier)
         assert await store.following(earlier, "slack:T:C:1") == later
     async with store.transaction():
-        assert await store.take_inbound(later) is True
+        taken = await store.take_inbound(later)
+        assert taken is not None and taken.following is None
     assert [i.id for i in await store.pending_inbound()] == [later]
 
 
