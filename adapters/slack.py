@@ -34,7 +34,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
-from bot.inbox import Translated
+from bot.inbox import NotYet, Translated
 from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
 from bot.platform import Platform, PlatformConfigError
@@ -57,6 +57,8 @@ _IGNORED_SUBTYPES = {"message_deleted", "channel_join", "channel_leave", "group_
                      "channel_topic", "channel_purpose", "channel_name", "pinned_item", "unpinned_item",
                      "bot_message", "ekm_access_denied", "channel_archive", "channel_unarchive",
                      "reminder_add", "tombstone", "huddle_thread", "sh_room_created"}
+ROOT_WAIT = 10.0
+"""Seconds after a thread's first message during which a reply waits for that message to be stored."""
 METADATA_TYPE = "baton_outbox"
 """The message metadata event type that carries an outbox row's id on every post (delivered once)."""
 _TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -325,11 +327,28 @@ class SlackAdapter(Platform):
             if message is None or message.author.role is not Role.customer:
                 return None
             return message, "edit"
+        await self._root_first(event)
         message = await self._translate(event, event_id=inbound.event_id)
         if message is None:
             log.warning("malformed_message_event", event_id=inbound.payload.get("event_id"), keys=sorted(event))
             return None
         return message, "message"
+
+    async def _root_first(self, event: dict[str, Any]) -> None:
+        """A reply that reached us before its thread's first message (two processes, the first one busy)
+        waits for it, a little: raises :class:`bot.inbox.NotYet` while the first message, written moments
+        before, is neither stored nor part of a conversation."""
+        thread, ts, channel = event.get("thread_ts"), event.get("ts"), event.get("channel")
+        if not (isinstance(thread, str) and isinstance(ts, str) and isinstance(channel, str)) or thread == ts:
+            return
+        try:
+            age = datetime.now(UTC).timestamp() - float(thread)
+        except ValueError:
+            return
+        if age > ROOT_WAIT or await self.service.store.received(PLATFORM, f"{channel}:{thread}"):
+            return
+        if await self.service.store.find_conversation(PLATFORM, self.team_id or "", channel, thread) is None:
+            raise NotYet(f"the first message of thread {thread} is not stored yet")
 
     async def _translate(self, event: dict[str, Any], *, event_id: str) -> Message | None:
         """A Slack message event as a platform-free :class:`Message`; ``None`` if it lacks what one needs."""

@@ -25,6 +25,11 @@ from bot.store import Inbound
 
 log = structlog.get_logger(__name__)
 
+class NotYet(Exception):  # noqa: N818 (a signal, not an error)
+    """A platform cannot read a stored event yet (it waits for another one): it stays pending, and the
+    poll brings it back."""
+
+
 Translated = tuple[Message, str] | None
 """A stored event as a platform-free message, with its kind (``message`` or ``edit``); ``None``: nothing
 for the bot (a bot's own message, an unserved channel, a malformed event)."""
@@ -143,13 +148,24 @@ class Inbox:
             return None
         try:
             translated = await self.translate(inbound)
+        except NotYet as wait:  # not worked on: it stays pending, and the poll brings it back
+            log.info("inbound_waits", inbox_id=inbound.id, reason=str(wait))
+            return None
+        except BaseException:
+            await self.tracker.done(self._key(inbound))
+            raise
+        try:
             if translated is None:
                 await self.service.ignore(inbound)
                 return None
             message, kind = translated
             return await self.service.work(replace(inbound, kind=kind), message)
         finally:
-            await self.tracker.done(str(inbound.payload.get("event_id") or inbound.event_id))
+            await self.tracker.done(self._key(inbound))
+
+    @staticmethod
+    def _key(inbound: Inbound) -> str:
+        return str(inbound.payload.get("event_id") or inbound.event_id)
 
     async def translate(self, inbound: Inbound) -> Translated:
         if inbound.kind in ("message", "edit"):

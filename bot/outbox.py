@@ -124,7 +124,7 @@ class Courier:
 
     def __init__(self, store: Store, transport: Transport, *, delivered: Delivered | None = None,
                  attempts: int = 4, backoff: float = 0.5, max_wait: float = 20.0,
-                 park: timedelta = timedelta(seconds=30), lease: timedelta = timedelta(seconds=60),
+                 park: timedelta = timedelta(seconds=30), lease: timedelta = timedelta(seconds=30),
                  idle_poll: float = 30.0) -> None:
         self.store = store
         self.transport = transport
@@ -232,8 +232,9 @@ class Courier:
         bound = log.bind(conversation_id=row["conversation_id"], outbox_id=row["id"], kind=action.kind)
         parcel = Parcel(id=row["id"], action=action, conversation=conversation, handoff=handoff,
                         attempts=row["attempts"], created_at=row.get("created_at"))
-        # In-process retries stop well within the lease, so no other worker takes the row meanwhile.
-        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.lease.total_seconds() / 2)
+        # In-process retries stop well within the lease, so no other worker takes the row meanwhile
+        # (a last attempt may start just before the delay and take the Web API's 10 s timeout).
+        stop = stop_after_attempt(self.attempts) | stop_after_delay(self.lease.total_seconds() / 3)
         retrying = AsyncRetrying(stop=stop, wait=self._wait,
                                  retry=retry_if_exception(self._retry_here), reraise=True)
         uncertain = bool(row.get("maybe_posted"))

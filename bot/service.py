@@ -93,7 +93,7 @@ class ClaimResult:
 
 class Service:
     def __init__(self, engine: Engine, store: Store, *, llm: LanguageModel | None = None,
-                 first_reply: float = 10.0, lease: timedelta = timedelta(seconds=60)) -> None:
+                 first_reply: float = 10.0, lease: timedelta = timedelta(seconds=30)) -> None:
         self.engine = engine
         self.store = store
         self.llm = llm

@@ -508,6 +508,12 @@ class Store:
             rows = (await conn.execute(query.order_by(inbox.c.id).limit(limit))).mappings().all()
         return [_inbound(r) for r in rows]
 
+    async def received(self, platform: str, event_id: str) -> bool:
+        """Whether an event is in the inbox (in any state)."""
+        async with self._begin() as conn:
+            return (await conn.execute(sa.select(inbox.c.id).where(
+                (inbox.c.platform == platform) & (inbox.c.event_id == event_id)))).first() is not None
+
     async def inbox_counts(self) -> dict[str, int]:
         async with self._begin() as conn:
             rows = (await conn.execute(sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))).all()

@@ -8,13 +8,13 @@ unless BATON_REQUIRE_POSTGRES=1 (as in CI), where a missing server is a failure.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pg
 import pytest
+from slack_fake import FakeSlack
 
 from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
@@ -88,12 +88,7 @@ def bot(policy: Policy, knowledge: KnowledgeBase) -> Engine:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster; yields the URL of its ``postgres`` database."""
-    try:
-        cluster = pg.start_cluster()
-    except pg.PostgresUnavailable as exc:
-        if os.environ.get("BATON_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"BATON_REQUIRE_POSTGRES=1 but {exc}")
-        pytest.skip(str(exc))
+    cluster = pg.cluster_or_skip()
     try:
         yield cluster.url
     finally:
@@ -115,6 +110,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeSlack, str]]:
+    """A local fake of Slack's Web API, and its base URL."""
+    server = FakeSlack()
+    url = await server.start()
+    yield server, url
+    await server.close()
 
 
 @pytest.fixture

@@ -81,6 +81,19 @@ def start_cluster() -> Cluster:
     return cluster
 
 
+def cluster_or_skip() -> Cluster:
+    """A started cluster for a test; the test is skipped when PostgreSQL is not installed, or fails
+    when ``BATON_REQUIRE_POSTGRES=1`` (CI) says it must run."""
+    import pytest
+
+    try:
+        return start_cluster()
+    except PostgresUnavailable as exc:
+        if os.environ.get("BATON_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"BATON_REQUIRE_POSTGRES=1 but {exc}")
+        pytest.skip(str(exc))
+
+
 async def fresh_database(server_url: str) -> str:
     """A new empty database on the server of ``server_url``; its URL."""
     import asyncpg

@@ -297,12 +297,7 @@ def test_a_database_url_that_cannot_work_is_one_line_naming_the_variable_and_the
 def password_server() -> Iterator[str]:
     """A second throwaway cluster that asks for a password over TCP (the shared one trusts everyone);
     its URL with the right password for ``postgres``."""
-    try:
-        cluster = pg.start_cluster()
-    except pg.PostgresUnavailable as exc:
-        if os.environ.get("BATON_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"BATON_REQUIRE_POSTGRES=1 but {exc}")
-        pytest.skip(str(exc))
+    cluster = pg.cluster_or_skip()
     try:
         async def set_password() -> None:
             import asyncpg

@@ -99,11 +99,8 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
-async def fake_slack() -> AsyncIterator[tuple[FakeSlack, str]]:
-    server = FakeSlack()
-    url = await server.start()
-    yield server, url
-    await server.close()
+def fake_slack(fake: tuple[FakeSlack, str]) -> tuple[FakeSlack, str]:
+    return fake
 
 
 async def make_rig(service: Service, fake: FakeDiscord, fake_slack: tuple[FakeSlack, str]) -> Rig:

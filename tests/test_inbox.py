@@ -28,14 +28,6 @@ DISPUTE = "You charged us twice for November and I want a refund now."
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeSlack, str]]:
-    server = FakeSlack()
-    url = await server.start()
-    yield server, url
-    await server.close()
-
-
-@pytest.fixture
 async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
     harness = Harness(Service(bot, store), fake[0], fake[1])
     await harness.start()

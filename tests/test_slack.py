@@ -36,14 +36,6 @@ DISPUTE = "This is ridiculous. You charged us twice for November and I want a re
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeSlack, str]]:
-    server = FakeSlack()
-    url = await server.start()
-    yield server, url
-    await server.close()
-
-
-@pytest.fixture
 async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
     server, url = fake
     harness = Harness(Service(bot, store), server, url)
