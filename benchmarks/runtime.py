@@ -47,7 +47,9 @@ from slack_sdk.signature import SignatureVerifier
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from slack_fake import CUSTOMER_TEAM, INTERNAL, SECRET, SHARED, TOKEN, FakeSlack, envelope, message_event  # noqa: E402
+from pg import free_port  # noqa: E402
+from slack_ack import signed  # noqa: E402  (the same signed envelope as the acknowledgement benchmark)
+from slack_fake import CUSTOMER_TEAM, INTERNAL, SECRET, SHARED, TOKEN, FakeSlack, message_event  # noqa: E402
 
 BAR_RATE = 250.0
 """Messages/s end to end per process on PostgreSQL, at least."""
@@ -320,22 +322,6 @@ async def serve_floor(port: int, api_url: str, database: str) -> None:
 
 
 # ---- the load (this process) ----
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def signed(event: dict[str, Any], event_id: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(envelope(event, event_id=event_id))
-    stamp = str(int(time.time()))
-    signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body) or ""
-    return body.encode(), {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
-                           "X-Slack-Signature": signature}
 
 
 def cpu_seconds(pids: list[int]) -> float:

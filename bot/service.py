@@ -35,6 +35,7 @@ from bot.model import (
     Note,
     OpenHandoff,
     Person,
+    PriorContact,
     Reply,
     Role,
     StaffReply,
@@ -212,6 +213,12 @@ class Service:
             self.next_in_thread(following)
         return True
 
+    async def _prior(self, conversation: Conversation, message: Message) -> list[PriorContact]:
+        """The customer's other conversations within the repeat-contact window."""
+        window = timedelta(days=self.policy.repeat_contact.window_days)
+        return await self.store.prior_contacts(message.platform, message.author.id, since=message.at - window,
+                                               exclude=conversation.id)
+
     async def _decide(self, conversation: Conversation, message: Message,
                       **options: Any) -> tuple[Decision, list[Action]]:
         """The engine's decision, on a worker thread: the event loop keeps acknowledging meanwhile, and the
@@ -278,12 +285,9 @@ class Service:
             # A new customer message after "resolved" reopens the conversation, as a fresh start: a
             # new handoff gets a new card and a new owner.
             await self.store.reopen(conversation.id, actor=message.author.id)
-            conversation = conversation.model_copy(update={"state": ConversationState.open, "awaiting": None,
-                                                           "claimed_by": None, "asked": ()})
+            conversation = _reopened(conversation)
 
-        window = timedelta(days=self.policy.repeat_contact.window_days)
-        prior = await self.store.prior_contacts(message.platform, message.author.id,
-                                                since=message.at - window, exclude=conversation.id)
+        prior = await self._prior(conversation, message)
         decision, actions = await self._decide(conversation, message, prior=prior)
         opinion = hints.opinion if hints is not None else None
         if opinion is not None and (opinion.signals or opinion.answer):
@@ -336,11 +340,8 @@ class Service:
         if conversation.state is ConversationState.resolved:
             if conversation.awaiting == "csat" and _SCORE.match(message.text):
                 return Hints()
-            conversation = conversation.model_copy(update={"state": ConversationState.open, "awaiting": None,
-                                                           "claimed_by": None, "asked": ()})
-        window = timedelta(days=self.policy.repeat_contact.window_days)
-        prior = await self.store.prior_contacts(message.platform, message.author.id,
-                                                since=message.at - window, exclude=conversation.id)
+            conversation = _reopened(conversation)
+        prior = await self._prior(conversation, message)
         decision, actions = await self._decide(conversation, message, prior=prior)
         deadline = asyncio.get_running_loop().time() + self.first_reply
         opinion = await self._opinion(conversation, message, decision, deadline)
@@ -507,6 +508,12 @@ class Service:
         if wake:
             self.wake()
         return queued
+
+
+def _reopened(conversation: Conversation) -> Conversation:
+    """A resolved conversation as a new customer message reopens it: open, no owner, nothing awaited."""
+    return conversation.model_copy(update={"state": ConversationState.open, "awaiting": None, "claimed_by": None,
+                                           "asked": ()})
 
 
 def thread_of(message: Message) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pg
 import pytest
+from discord_fake import FakeDiscord
 from slack_fake import FakeSlack
 
 from bot.engine import Engine
@@ -119,6 +120,15 @@ async def fake() -> AsyncIterator[tuple[FakeSlack, str]]:
     url = await server.start()
     yield server, url
     await server.close()
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    """A local fake of Discord's gateway and REST API."""
+    fake = FakeDiscord()
+    await fake.start()
+    yield fake
+    await fake.close()
 
 
 @pytest.fixture

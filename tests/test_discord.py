@@ -91,14 +91,6 @@ async def connect(discord: DiscordAdapter) -> None:
 
 
 @pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 def fake_slack(fake: tuple[FakeSlack, str]) -> tuple[FakeSlack, str]:
     return fake
 

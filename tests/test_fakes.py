@@ -255,14 +255,6 @@ async def test_replies_and_history_can_be_rate_limited_as_slack_does(slack: tupl
 
 
 @pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def client(fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[discord.Client]:
     """discord.py's REST side, logged in against the fake (no gateway)."""
     assert fake_discord.server is not None

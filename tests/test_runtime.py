@@ -58,14 +58,6 @@ rows a killed process had taken wait out their lease (60 s) before another worke
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeSlack, str]]:
-    server = FakeSlack()
-    url = await server.start()
-    yield server, url
-    await server.close()
-
-
-@pytest.fixture
 async def processes() -> AsyncIterator[list[Bot]]:
     """Every process a test starts (register it here): killed at the end whatever happened."""
     started: list[Bot] = []
