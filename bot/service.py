@@ -159,7 +159,13 @@ class Service:
 
     async def _work(self, inbound: Inbound, message: Message) -> Outcome | None:
         bound = log.bind(event_id=message.event_id, platform=message.platform, inbox_id=inbound.id)
-        hints = await self._consult(message) if self.llm is not None and message.from_customer else None
+        hints = None
+        if self.llm is not None and message.from_customer and inbound.kind == "message":
+            # The model is asked outside the turn's transaction, so only for a row that is this worker's
+            # to do now (an edit is decided by the rules: it is worked on only when it raises the risk).
+            if not await self.store.pending_inbound(ids=[inbound.id]):
+                return None
+            hints = await self._consult(message)
         taken: list[dict[str, Any]] = []
         found: tuple[Conversation, Handoff | None] | None = None
         following: int | None = None

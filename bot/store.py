@@ -223,10 +223,6 @@ _TAKE = sa.select(
 ).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
 """An inbox row if it is pending, with the ids of the pending rows of its thread just before and after it."""
 _TAKE_FOR_UPDATE = _TAKE.with_for_update(of=inbox, skip_locked=True)
-_FOLLOWING = sa.select(inbox.c.id).where(
-    (_me.c.id == inbox_id_param) & (inbox.c.thread_key == _me.c.thread_key) & (inbox.c.status == "pending")
-    & _before(_me, inbox)).order_by(inbox.c.seq, inbox.c.id).limit(1)
-
 
 
 def _inbound(row: Any) -> Inbound:
@@ -464,11 +460,6 @@ class Store:
         # was pending): whoever finishes this turn starts it. One stored later waits for this turn's lock.
         return Taken(following=following) if earlier is None else None
 
-    async def following(self, inbound_id: int, thread: str) -> int | None:
-        """The next pending row of ``thread`` after ``inbound_id`` (whoever finishes a turn starts the next)."""
-        async with self._begin() as conn:
-            return (await conn.execute(_FOLLOWING, {"inbox_id": inbound_id})).scalar_one_or_none()
-
     async def finish_inbound(self, inbound_id: int, *, status: str = "done") -> None:
         async with self._begin() as conn:
             await conn.execute(inbox.update().where(inbox.c.id == inbound_id)
@@ -513,16 +504,6 @@ class Store:
         async with self._begin() as conn:
             return (await conn.execute(sa.select(inbox.c.id).where(
                 (inbox.c.platform == platform) & (inbox.c.event_id == event_id)))).first() is not None
-
-    async def inbox_counts(self) -> dict[str, int]:
-        async with self._begin() as conn:
-            rows = (await conn.execute(sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))).all()
-        return {str(status): int(n) for status, n in rows}
-
-    async def inbound(self, inbound_id: int) -> dict[str, Any] | None:
-        async with self._begin() as conn:
-            row = (await conn.execute(sa.select(inbox).where(inbox.c.id == inbound_id))).mappings().first()
-        return dict(row) if row is not None else None
 
     # ---- conversations ----
 
@@ -874,20 +855,6 @@ class Store:
             card_ts=row["card_ts"], sla_due=_utc(row["sla_due"]) if row["sla_due"] else None,
             sla_route=row["sla_route"], resolved_by=row["resolved_by"], csat=row["csat"],
             looped_in=tuple(LoopIn(route=r["route"], actor=r["actor"], at=_utc(r["at"])) for r in looped))
-
-    async def set_card(self, conversation_id: str, *, channel: str, ts: str) -> None:
-        """Remember where the internal card was posted (its thread is the internal thread)."""
-        async with self._begin() as conn:
-            await conn.execute(conversations.update().where(conversations.c.id == conversation_id)
-                               .values(card_channel=channel, card_ts=ts))
-
-    async def start_sla(self, conversation_id: str, *, route: str, due: datetime) -> None:
-        """Start (or restart) the timer of an unclaimed handoff. Kept in the database: it survives restarts."""
-        async with self._begin() as conn:
-            await conn.execute(conversations.update().where(
-                (conversations.c.id == conversation_id) & conversations.c.claimed_by.is_(None)
-                & (conversations.c.state == ConversationState.escalated.value))
-                .values(sla_due=due, sla_route=route))
 
     async def overdue(self, now: datetime | None = None) -> list[Conversation]:
         """Unclaimed handoffs whose SLA timer has run out."""
