@@ -171,7 +171,6 @@ class SlackAdapter(Platform):
         self.app = AsyncApp(signing_secret=config.signing_secret, client=self.client, authorize=authorize,
                             process_before_response=False, ignoring_self_events_enabled=False)
         self.inbox = app.inbox
-        self.app_platforms = app.platforms
         self.tracker = app.inbox.tracker
         self.team_id: str | None = None
         self.bot_user_id: str | None = None
@@ -621,7 +620,7 @@ class SlackAdapter(Platform):
     async def _permalink(self, conversation: Conversation) -> str | None:
         """A link to the customer's thread, on whichever platform it is."""
         if conversation.platform != PLATFORM:
-            other = self.app_platforms.get(conversation.platform)
+            other = self.application.platforms.get(conversation.platform)
             return await other.permalink(conversation) if other is not None else None
         try:
             return str((await self.client.chat_getPermalink(channel=conversation.channel,

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from bot.engine import Engine
-from bot.inbox import Inbox
+from bot.inbox import Inbox, Tracker
 from bot.outbox import Courier, Parcel, Router, Undeliverable
 from bot.platform import Factory, Platform, PlatformConfigError, configured
 from bot.service import Service
@@ -79,7 +79,8 @@ class Application:
         self._closed: asyncio.Future[None] | None = None
 
     @property
-    def tracker(self) -> Any:
+    def tracker(self) -> Tracker:
+        """What the inbox's workers have finished (tests await it)."""
         return self.inbox.tracker
 
     # ---- lifecycle ----
@@ -190,4 +191,4 @@ class Application:
         return web.json_response({"ok": True})
 
 
-__all__ = ["Application", "PlatformConfigError", "Role", "Engine"]
+__all__ = ["Application", "PlatformConfigError", "Role"]
