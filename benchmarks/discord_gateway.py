@@ -48,19 +48,19 @@ QUESTIONS = ["How do I connect my Outlook calendar?", "How do I export notes to 
 
 async def start(service: Service, fake: FakeDiscord, slack: tuple[FakeSlack, str]) -> tuple[DiscordAdapter, Harness]:
     assert fake.server is not None
-    discord = DiscordAdapter(service, DiscordConfig(
+    config = DiscordConfig(
         token=TOKEN, channels=frozenset({SUPPORT, FORUM}), staff_roles=frozenset({STAFF_ROLE}),
-        api_url=str(fake.server.make_url("/api/v10")), gateway_url=fake.gateway_url), guild_ready_timeout=0.05)
-    harness = Harness(service, slack[0], slack[1], elsewhere={"discord": discord})
-    await harness.start(courier=False)
-    await discord.start()
-    harness.adapter.start()
+        api_url=str(fake.server.make_url("/api/v10")), gateway_url=fake.gateway_url)
+    harness = Harness(service, slack[0], slack[1],
+                      platforms={"discord": lambda app: DiscordAdapter(app, config, guild_ready_timeout=0.05)})
+    discord = harness.application.platforms["discord"]
+    assert isinstance(discord, DiscordAdapter)
+    await harness.start()
     return discord, harness
 
 
 async def stop(discord: DiscordAdapter, harness: Harness) -> None:
-    await discord.stop()
-    await harness.close()
+    await harness.close()  # the application stops every platform, Discord's included
 
 
 def percentile(values: list[float], q: float) -> float:

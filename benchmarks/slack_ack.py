@@ -62,23 +62,23 @@ async def serve(kind: str, port: int, api_url: str, database: str) -> None:
     else:
         from adapters.slack import SlackAdapter, SlackConfig
         from bot import logs
+        from bot.app import Application
         from bot.engine import Engine
         from bot.knowledge import KnowledgeBase
         from bot.policy import load_policy
-        from bot.service import Service
+        from bot.settings import Settings
         from bot.store import Store
 
         logs.configure(os.environ.get("BATON_LOG_LEVEL", "info"))
         policy = load_policy()
         store = Store(database)
         await store.migrate()
-        service = Service(Engine(policy, KnowledgeBase.load(None, policy.knowledge)), store)
         config = SlackConfig(bot_token=TOKEN, signing_secret=SECRET, customer_channels=frozenset({SHARED}),
                              internal_channel=INTERNAL, api_url=api_url)
-        adapter = SlackAdapter(service, config)
-        await adapter.setup()
-        adapter.start()
-        web_app = adapter.web_app()
+        application = Application(Settings(_env_file=None), Engine(policy, KnowledgeBase.load(None, policy.knowledge)),
+                                  store, port=0, platforms={"slack": lambda app: SlackAdapter(app, config)})
+        await application.start()
+        web_app = application.web_app()
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
