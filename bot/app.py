@@ -51,7 +51,7 @@ class _NoStaffSide:
 class Application:
     def __init__(self, settings: Settings, engine: Engine, store: Store, *, llm: LanguageModel | None = None,
                  service: Service | None = None,
-                 platforms: Mapping[str, Factory] | None = None, role: Role = "all", workers: int = 8,
+                 platforms: Mapping[str, Factory] | None = None, role: Role = "all", workers: int = 4,
                  courier_options: Mapping[str, Any] | None = None, inbox_options: Mapping[str, Any] | None = None,
                  host: str = "0.0.0.0", port: int | None = None) -> None:
         self.settings = settings

@@ -68,7 +68,7 @@ class Inbox:
     kind ``message`` and ``edit`` hold a translated :class:`Message` and need none)."""
 
     def __init__(self, service: Service, translators: Mapping[str, Translator] | None = None, *,
-                 workers: int = 8, poll: float = 1.0, grace: timedelta = timedelta(seconds=2),
+                 workers: int = 4, poll: float = 1.0, grace: timedelta = timedelta(seconds=2),
                  backlog: int = 10_000) -> None:
         self.service = service
         self.translators = dict(translators or {})

@@ -48,8 +48,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="info", alias="BATON_LOG_LEVEL")
     role: Literal["all", "web", "gateway"] = Field(default="all", alias="BATON_ROLE")
     """``web``: HTTP platforms, inbox workers and courier (run N); ``gateway``: also Discord's gateway (run one)."""
-    workers: int = Field(default=8, alias="BATON_WORKERS", ge=1, le=256)
-    """Inbox workers per process: messages worked on at once."""
+    workers: int = Field(default=4, alias="BATON_WORKERS", ge=1, le=256)
+    """Inbox workers per process: messages worked on at once. More than a few only slow acknowledgements
+    down: the work is CPU-bound, and every worker's turn shares the event loop with them."""
 
     @field_validator("customer_channels", "discord_channels", "discord_staff_roles", mode="before")
     @classmethod
