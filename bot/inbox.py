@@ -80,7 +80,6 @@ class Inbox:
         self._queue: asyncio.Queue[Inbound | int] = asyncio.Queue(backlog)
         self._flight: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
         self._idle = asyncio.Condition()
         service.next_in_thread = self.submit_id
 
@@ -98,6 +97,10 @@ class Inbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        # What was handed over and not worked on stays pending in the database, for the next start.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._flight.clear()
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Return once nothing submitted is waiting or being worked on (for tests and shutdown)."""
@@ -120,10 +123,6 @@ class Inbox:
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(item)
             self._flight.add(inbound_id)
-
-    def kick(self) -> None:
-        """Poll now (e.g. the database is back)."""
-        self._wake.set()
 
     # ---- working ----
 
@@ -182,7 +181,6 @@ class Inbox:
     async def _poller(self) -> None:
         first = True
         while True:
-            self._wake.clear()
             try:
                 before = None if first else datetime.now(UTC) - self.grace
                 for inbound in await self.service.store.pending_inbound(received_before=before, limit=200):
@@ -191,6 +189,4 @@ class Inbox:
                 first = False
             except Exception as exc:  # the database is down: try again at the next poll
                 log.warning("inbox_poll_failed", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):
-                    await self._wake.wait()
+            await asyncio.sleep(self.poll)
