@@ -32,6 +32,7 @@ from bot.handoff import Brief
 from bot.inbox import Translated
 from bot.model import (
     TO_CUSTOMER,
+    AskDetails,
     Conversation,
     ConversationState,
     Hold,
@@ -40,6 +41,7 @@ from bot.model import (
     Note,
     OpenHandoff,
     Person,
+    Reply,
     Role,
     StaffReply,
 )
@@ -397,6 +399,11 @@ class RecordingService(Service):
         if outcome is not None and self.platform is not None:
             self.platform.outcome(message, outcome)
         return outcome
+
+
+def replies(outcome: Outcome) -> list[str]:
+    """What the bot said to the customer in one turn (answers and questions), as decided."""
+    return [a.text for a in outcome.actions if isinstance(a, Reply | AskDetails)]
 
 
 class TestBot:

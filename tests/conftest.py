@@ -21,6 +21,7 @@ from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
 from bot.policy import Policy, load_policy
 from bot.store import Store
+from bot.testing import TestBot
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
@@ -129,6 +130,13 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     await fake.start()
     yield fake
     await fake.close()
+
+
+@pytest.fixture
+async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
+    """The whole bot on the in-memory platform (bot/testing.py), on the test's store."""
+    async with TestBot.create(bot, store) as running:
+        yield running
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -14,7 +13,7 @@ from bot.model import ConversationState, Person
 from bot.service import Outcome
 from bot.store import Store
 from bot.testing import Customer as Chat
-from bot.testing import TestBot
+from bot.testing import TestBot, replies
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
@@ -23,16 +22,6 @@ START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
 def Customer(baton: TestBot) -> Chat:  # noqa: N802
     """One customer writing in one thread, a minute between messages."""
     return Chat(baton, start=START, person=Person(id="U0ROBIN", name="Robin Vale", organisation="T0CUSTOMER"))
-
-
-@pytest.fixture
-async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
-    async with TestBot.create(bot, store) as running:
-        yield running
-
-
-def replies(outcome: Outcome) -> list[str]:
-    return [a.text for a in outcome.actions if a.kind in ("reply", "ask_details")]  # type: ignore[union-attr]
 
 
 def holds(outcome: Outcome) -> list[object]:

@@ -3,7 +3,6 @@ the real engine, help center and store (SQLite and PostgreSQL), the courier and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,10 +13,9 @@ from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
 from bot.model import ConversationState, Person, Role
 from bot.policy import load_policy
-from bot.service import Outcome
 from bot.store import Store
 from bot.testing import Customer as Chat
-from bot.testing import TestBot
+from bot.testing import TestBot, replies
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
@@ -28,16 +26,6 @@ def Customer(baton: TestBot, *, name: str = "Dana Smith", organisation: str = "T
     """One customer writing in one thread, a minute between messages."""
     return Chat(baton, start=START, person=Person(id="U0DANA", name=name, organisation=organisation,
                                                   timezone=timezone))
-
-
-@pytest.fixture
-async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
-    async with TestBot.create(bot, store) as running:
-        yield running
-
-
-def replies(outcome: Outcome) -> list[str]:
-    return [a.text for a in outcome.actions if a.kind in ("reply", "ask_details")]  # type: ignore[union-attr]
 
 
 async def test_a_how_to_is_answered_with_a_citation(baton: TestBot, store: Store):

@@ -36,7 +36,7 @@ from bot.policy import Policy, PolicyError, load_policy
 from bot.service import Outcome
 from bot.store import Store
 from bot.testing import Customer as Chat
-from bot.testing import TestBot
+from bot.testing import TestBot, replies
 
 NY = ZoneInfo("America/New_York")
 WEDNESDAY = datetime(2026, 11, 18, 11, 0, tzinfo=NY)  # in business hours (Mon-Fri 09:00-18:00 New York)
@@ -365,16 +365,6 @@ def test_the_calm_rows_are_there():
 def Customer(baton: TestBot, *, start: datetime = WEDNESDAY, timezone: str | None = None) -> Chat:  # noqa: N802
     return Chat(baton, start=start, person=Person(id="U0DANA", name="Dana Smith",
                                                              organisation="T0CUSTOMER", timezone=timezone))
-
-
-def replies(outcome: Outcome) -> list[str]:
-    return [a.text for a in outcome.actions if a.kind in ("reply", "ask_details")]  # type: ignore[union-attr]
-
-
-@pytest.fixture
-async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
-    async with TestBot.create(bot, store) as running:
-        yield running
 
 
 async def test_greeting_then_a_question_then_thanks(baton: TestBot):

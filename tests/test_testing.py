@@ -7,7 +7,6 @@ when they arrive together, and a handoff's card, notes and staff actions reachin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,12 +21,6 @@ START = datetime(2026, 11, 20, 10, 0, tzinfo=ZoneInfo("America/Los_Angeles"))  #
 DANA = Person(id="U0DANA", name="Dana Smith", organisation="T0CUSTOMER")
 CALENDAR = "How do I connect my Outlook calendar?"
 DISPUTE = "This is ridiculous. You charged us twice for November."
-
-
-@pytest.fixture
-async def baton(store: Store, bot: Engine) -> AsyncIterator[TestBot]:
-    async with TestBot.create(bot, store) as running:
-        yield running
 
 
 def customer(baton: TestBot, person: Person = DANA) -> Customer:
