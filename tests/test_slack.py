@@ -7,6 +7,8 @@ Each scenario asserts what was posted where.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -17,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import structlog
 from aiohttp import ClientSession
 from bot_process import free_port, running_bot
 from slack_fake import GROUPS, INTERNAL, SECRET, SHARED, TOKEN, FakeSlack, Harness, envelope, message_event
@@ -257,6 +260,51 @@ async def test_a_bad_stale_or_missing_signature_gets_401_and_nothing_is_stored(s
             status = r.status
     assert status == 401
     assert await slack.service.store.find_conversation("slack", "T0VENDOR", SHARED, event["ts"]) is None
+    assert slack.tracker.handled == 0 and slack.fake.posts() == []
+
+
+def _raw_signature(stamp: str, body: bytes) -> str:
+    """Slack's v0 signature over raw bytes (slack-sdk's own helper cannot sign a body that is not UTF-8)."""
+    return "v0=" + hmac.new(SECRET.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(("case", "status"), [
+    ("unsigned and not UTF-8", 401),
+    ("a timestamp that is not a number", 401),
+    ("signed, not UTF-8", 400),
+    ("signed, broken JSON", 400),
+    ("signed, JSON nested 100,000 deep", 400),
+    ("signed, a JSON array", 400),
+    ("signed, a form whose payload is not JSON", 400),
+    ("signed, 2 MB", 413),
+])
+async def test_garbled_requests_get_a_clear_status_and_one_log_line_never_a_500(
+        slack: Harness, case: str, status: int):
+    stamp = str(int(time.time()))
+    content_type = "application/json"
+    body = {
+        "unsigned and not UTF-8": b"\xff\xfe{\"type\"",
+        "a timestamp that is not a number": b"{}",
+        "signed, not UTF-8": b"{\"type\": \"\xff\xfe\"}",
+        "signed, broken JSON": b'{"type": "event_callback", "event": {',
+        "signed, JSON nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+        "signed, a JSON array": b"[1, 2, 3]",
+        "signed, a form whose payload is not JSON": b"payload=%7Bnot+json",
+        "signed, 2 MB": b'{"type": "event_callback", "pad": "' + b"x" * 2_000_000 + b'"}',
+    }[case]
+    if "form" in case:
+        content_type = "application/x-www-form-urlencoded"
+    headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": stamp,
+               "X-Slack-Signature": _raw_signature(stamp, body) if case.startswith("signed") else "v0=" + "0" * 64}
+    if case == "a timestamp that is not a number":
+        headers["X-Slack-Request-Timestamp"] = "soon"
+    assert slack.http is not None
+    with structlog.testing.capture_logs() as logs:
+        async with slack.http.post(slack.url, data=body, headers=headers) as response:
+            assert response.status == status
+    refused = [e for e in logs if e["event"] == "slack_request_refused"]
+    assert len(refused) == 1 and refused[0]["status"] == status
+    assert not [e for e in logs if e.get("exc_info") or e["log_level"] in ("error", "critical")]
     assert slack.tracker.handled == 0 and slack.fake.posts() == []
 
 
