@@ -101,10 +101,6 @@ def configured(settings: Settings) -> dict[str, Factory]:
     return {name: _load(factory) for name, (factory, wanted) in _REGISTRY.items() if wanted(settings)}
 
 
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
 def _load(factory: str | Factory) -> Factory:
     if not isinstance(factory, str):
         return factory

@@ -199,7 +199,7 @@ inbox = sa.Table(
 """Every inbound event, stored before the platform is acknowledged: pending until a worker has handled
 it (or given up on it: ``failed``, kept with its error and payload), ``done`` after."""
 
-inbox_id_param = sa.bindparam("inbox_id", type_=sa.Integer)
+_INBOX_ID = sa.bindparam("inbox_id", type_=sa.Integer)
 def _before(a: sa.FromClause, b: sa.FromClause) -> sa.ColumnElement[bool]:
     """Row ``a`` comes before row ``b`` of the same thread: by the platform's order (``seq``: Slack's ts,
     Discord's snowflake), then by arrival."""
@@ -209,7 +209,7 @@ def _before(a: sa.FromClause, b: sa.FromClause) -> sa.ColumnElement[bool]:
 _earlier = inbox.alias("earlier")
 _me = inbox.alias("me")
 _EARLIER = sa.select(_earlier.c.id).where(
-    (_me.c.id == inbox_id_param) & (_earlier.c.thread_key == _me.c.thread_key) & (_earlier.c.status == "pending")
+    (_me.c.id == _INBOX_ID) & (_earlier.c.thread_key == _me.c.thread_key) & (_earlier.c.status == "pending")
     & _before(_earlier, _me)).limit(1)
 """An earlier pending row of the same thread: the row at hand must wait for it."""
 _later = inbox.alias("later")
@@ -220,7 +220,7 @@ _TAKE = sa.select(
     sa.select(_later.c.id).where((_later.c.thread_key == inbox.c.thread_key) & (_later.c.status == "pending")
                                  & _before(inbox, _later)).order_by(_later.c.seq, _later.c.id).limit(1)
     .scalar_subquery(),
-).where((inbox.c.id == inbox_id_param) & (inbox.c.status == "pending"))
+).where((inbox.c.id == _INBOX_ID) & (inbox.c.status == "pending"))
 """An inbox row if it is pending, with the ids of the pending rows of its thread just before and after it."""
 _TAKE_FOR_UPDATE = _TAKE.with_for_update(of=inbox, skip_locked=True)
 

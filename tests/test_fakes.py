@@ -40,11 +40,8 @@ class Clock:
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[tuple[FakeSlack, str]]:
-    fake = FakeSlack()
-    url = await fake.start()
-    yield fake, url
-    await fake.close()
+def slack(fake: tuple[FakeSlack, str]) -> tuple[FakeSlack, str]:
+    return fake
 
 
 @pytest.fixture
