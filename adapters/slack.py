@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import html
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import ClientConnectorError, ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from dotenv import dotenv_values
+from pydantic import ValidationError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -38,6 +38,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
+from adapters import slack_markup as markup
+from adapters import slack_payloads as payloads
 from bot.inbox import NotYet, Translated
 from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
@@ -45,6 +47,7 @@ from bot.platform import Platform, PlatformConfigError
 from bot.policy import Policy
 from bot.settings import Settings
 from bot.store import Inbound, thread_key
+from bot.text import attachment, compose
 
 if TYPE_CHECKING:
     from bot.app import Application
@@ -55,18 +58,19 @@ PLATFORM = "slack"
 DEFAULT_API_URL = "https://slack.com/api/"
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^[SUWCG][A-Z0-9]{2,}$")
-_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-_LINK = re.compile(r"<(https?://[^|>]+)(?:\|([^>]*))?>")
 _IGNORED_SUBTYPES = {"message_deleted", "channel_join", "channel_leave", "group_join", "group_leave",
                      "channel_topic", "channel_purpose", "channel_name", "pinned_item", "unpinned_item",
                      "bot_message", "ekm_access_denied", "channel_archive", "channel_unarchive",
                      "reminder_add", "tombstone", "huddle_thread", "sh_room_created"}
 SIGNATURE_MAX_AGE = 300
 """Seconds a signed request stays valid (Slack's own rule against replays)."""
+MENTION_LOOKUPS = 10
+"""People and channels looked up by id per message; more mentions than this are shown by id."""
 ROOT_WAIT = 10.0
 """Seconds after a thread's first message during which a reply waits for that message to be stored."""
 METADATA_TYPE = "baton_outbox"
 """The message metadata event type that carries an outbox row's id on every post (delivered once)."""
+NOT_STAFF = "Only members of this workspace's support team can act on handoff cards."
 _TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 
 
@@ -183,6 +187,7 @@ class SlackAdapter(Platform):
         self.bot_user_id: str | None = None
         self.bot_id: str | None = None
         self._people: OrderedDict[str, Person] = OrderedDict()
+        self._channel_cache: OrderedDict[str, str] = OrderedDict()
         self._lookups: dict[str, asyncio.Future[Person]] = {}
         self._register()
 
@@ -295,7 +300,7 @@ class SlackAdapter(Platform):
         body = req.body
         if body.get("type") != "event_callback":
             return await next()
-        envelope_id = str(body.get("event_id") or "")
+        envelope_id = body.get("event_id") if isinstance(body.get("event_id"), str) else ""
         event = body.get("event") or {}
         wanted = self._wanted(event) if isinstance(event, dict) else None
         if wanted is None:
@@ -320,31 +325,35 @@ class SlackAdapter(Platform):
 
     def _wanted(self, event: dict[str, Any]) -> tuple[str, str] | None:
         """The inbox key and thread of a message event worth storing, from the event alone (no call):
-        ``None`` for what Baton never acts on (other channels, bots, joins, deletions)."""
+        ``None`` for what Baton never acts on (other channels, bots, joins, deletions) and for an event
+        that does not fit :class:`adapters.slack_payloads.MessageEvent` (logged)."""
         if event.get("type") not in ("message", "app_mention"):
             return None
         channel = event.get("channel")
         if not isinstance(channel, str) or channel not in self.config.customer_channels:
             return None
-        subtype = event.get("subtype")
-        if subtype == "message_changed":
-            edited = event.get("message") or {}
-            if not isinstance(edited, dict) or not edited.get("user") or edited.get("bot_id") or \
-                    (event.get("previous_message") or {}).get("text") == edited.get("text"):
+        try:
+            message = payloads.MessageEvent.model_validate(event)
+        except ValidationError as exc:
+            log.warning("slack_event_rejected", channel=channel, reason=payloads.reason(exc))
+            return None
+        if message.subtype == "message_changed":
+            edited = message.message
+            if edited is None or not edited.user or edited.bot_id or \
+                    (message.previous_message or {}).get("text") == edited.text:
                 return None  # a bot's edit, or an unfurl / attachment change
-            stamp = (edited.get("edited") or {}).get("ts") or event.get("event_ts") or event.get("ts")
-            thread = edited.get("thread_ts") or edited.get("ts")
-            return f"{channel}:{edited.get('ts')}:edit:{stamp}", thread_key(PLATFORM, self.team_id or "", channel,
-                                                                            str(thread))
-        if subtype in _IGNORED_SUBTYPES or event.get("bot_id") or event.get("user") in (None, self.bot_user_id):
+            stamp = (edited.edited or {}).get("ts") or message.event_ts or message.ts
+            thread = edited.thread_ts or edited.ts
+            return f"{channel}:{edited.ts}:edit:{stamp}", thread_key(PLATFORM, self.team_id or "", channel, thread)
+        if message.subtype in _IGNORED_SUBTYPES or message.bot_id or message.user in (None, self.bot_user_id):
             return None  # deletions, joins, bots (ourselves included): on purpose, no reply and no loop
-        if subtype not in (None, "thread_broadcast", "file_share", "me_message"):
-            log.info("message_subtype_ignored", subtype=subtype)
+        if message.subtype not in (None, "thread_broadcast", "file_share", "me_message"):
+            log.info("message_subtype_ignored", subtype=message.subtype)
             return None
-        ts = event.get("ts")
-        if not isinstance(ts, str):
+        if message.ts is None:
             return None
-        return f"{channel}:{ts}", thread_key(PLATFORM, self.team_id or "", channel, str(event.get("thread_ts") or ts))
+        return f"{channel}:{message.ts}", thread_key(PLATFORM, self.team_id or "", channel,
+                                                     message.thread_ts or message.ts)
 
     async def translate(self, inbound: Inbound) -> Translated:
         """A stored message event as a platform-free message (looking its author up, once per person)."""
@@ -386,19 +395,61 @@ class SlackAdapter(Platform):
             return None
         try:
             at = datetime.fromtimestamp(float(ts), UTC)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
         team = event.get("user_team") or event.get("team") or (event.get("user_profile") or {}).get("team")
-        person = await self._person(user, team, event.get("user_profile"))
+        person = await self._person(user, team if isinstance(team, str) else None, event.get("user_profile"))
         return Message(platform=PLATFORM, workspace=self.team_id or "", channel=channel,
-                       thread=event.get("thread_ts") or ts, author=person, text=self._text(event.get("text") or ""),
+                       thread=event.get("thread_ts") or ts, author=person, text=await self.text_of(event),
                        at=at, event_id=event_id)
 
-    def _text(self, text: str) -> str:
-        """Slack's markup as the customer wrote it: our own mention dropped, links and entities unwrapped."""
-        text = _MENTION.sub(lambda m: "" if m.group(1) == self.bot_user_id else f"@{m.group(1)}", text)
-        text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
-        return html.unescape(text).strip()
+    async def text_of(self, event: Mapping[str, Any]) -> str:
+        """Everything the message carries, as the customer saw it (:func:`bot.text.compose`): its text or
+        rich text with mentions by name, what it forwards or shares, its files by name (a Slack Connect
+        file's name from ``files.info``); at most Slack's longest message."""
+        raw = event.get("text") if isinstance(event.get("text"), str) else ""
+        own = (raw or markup.rich_text(event.get("blocks")))[:markup.MAX_TEXT * 2]
+        forwards = markup.shared(event.get("attachments"))
+        users, channels = markup.wanted([own, *(text for _, text, _ in forwards)])
+        users |= {author_id for _, _, author_id in forwards if author_id}
+        names = markup.Names(users=await self._names(users), channels=await self._channel_names(channels))
+        files = [await self._file(file) for file in markup.files(event)]
+        return compose(markup.render(own, names), files=files, limit=markup.MAX_TEXT,
+                       forwards=[(author or (names.users.get(author_id) if author_id else None),
+                                  markup.render(text[:markup.MAX_TEXT], names))
+                                 for author, text, author_id in forwards])
+
+    async def _names(self, users: set[str]) -> dict[str, str | None]:
+        """Display names of mentioned people (``None`` for the bot, whose mention is dropped); the first
+        few are looked up, the rest shown by id."""
+        names: dict[str, str | None] = {}
+        for user in sorted(users)[:MENTION_LOOKUPS]:
+            names[user] = None if user == self.bot_user_id else (await self._person(user, None, None)).name or user
+        return names
+
+    async def _channel_names(self, channels: set[str]) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for channel in sorted(channels)[:MENTION_LOOKUPS]:
+            if channel not in self._channel_cache:
+                try:
+                    info = (await self.client.conversations_info(channel=channel))["channel"]
+                    _remember(self._channel_cache, channel, str(info.get("name") or channel))
+                except (SlackApiError, ClientError, TimeoutError, KeyError, TypeError):
+                    _remember(self._channel_cache, channel, channel)
+            names[channel] = self._channel_cache[channel]
+        return names
+
+    async def _file(self, file: Mapping[str, Any]) -> str:
+        """One file's line: its name and kind; a Slack Connect file's from ``files.info`` (``files:read``)."""
+        if markup.needs_lookup(file) and isinstance(file.get("id"), str):
+            try:
+                file = {**file, **(await self.client.files_info(file=file["id"]))["file"]}
+            except (SlackApiError, ClientError, TimeoutError, KeyError, TypeError) as exc:
+                log.warning("files_info_failed", file=file.get("id"), error=_error(exc),
+                            hint="add the files:read scope to the Slack app to see Slack Connect files' names")
+        name = file.get("name") or file.get("title")
+        kind = file.get("pretty_type") or file.get("filetype")
+        return attachment(name if isinstance(name, str) else "a file", kind if isinstance(kind, str) else None)
 
     async def _person(self, user: str, team: str | None, profile: dict[str, Any] | None) -> Person:
         """Who wrote: staff when their team is the installing workspace's, else a customer of that team.
@@ -415,11 +466,11 @@ class SlackAdapter(Platform):
         return await asyncio.shield(pending)
 
     async def _look_up(self, user: str, team: str | None, profile: dict[str, Any] | None) -> Person:
-        name, tz = None, None
+        name, tz, known = None, None, team is not None
         try:
             info = (await self.client.users_info(user=user))["user"]
             name = (info.get("profile") or {}).get("display_name") or info.get("real_name") or info.get("name")
-            tz, team = info.get("tz"), team or info.get("team_id")
+            tz, team, known = info.get("tz"), team or info.get("team_id"), True
         except (SlackApiError, ClientError, TimeoutError) as exc:
             log.warning("users_info_failed", user=user, error=_error(exc))  # carry on without name and zone
         if not name and profile:
@@ -427,90 +478,137 @@ class SlackAdapter(Platform):
         staff = team is not None and team == self.team_id
         person = Person(id=user, name=name or None, role=Role.staff if staff else Role.customer,
                         organisation=None if staff else team, timezone=tz)
-        self._people[user] = person
-        while len(self._people) > 5000:
-            self._people.popitem(last=False)
+        if known:  # a failed lookup is tried again next time: it decides who is staff
+            _remember(self._people, user, person)
         return person
 
     # ---- inbound: interactions on the card ----
 
-    def _staff_only(self, body: dict[str, Any]) -> str | None:
-        user = body.get("user") or {}
-        if user.get("team_id") not in (None, self.team_id):
-            return None
-        return str(user.get("id"))
+    def _staff(self, user: payloads.User) -> bool:
+        """Staff are proven, never assumed: the clicker's own workspace is the installing one (a payload
+        without the clicker's team is not staff's)."""
+        return self.team_id is not None and user.team_id == self.team_id
 
-    async def _on_claim(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _clicked(self, body: dict[str, Any]) -> tuple[str, payloads.Action, Conversation] | None:
+        """The staff member, the button and its conversation of a card click, or ``None`` when the click
+        cannot act: a payload that does not fit is logged and dropped, a clicker from outside the workspace
+        or a card whose conversation Baton does not know is told so (only the clicker sees it)."""
+        try:
+            click = payloads.Click.model_validate(body)
+        except ValidationError as exc:
+            log.warning("slack_interaction_rejected", kind="block_actions", reason=payloads.reason(exc))
+            return None
+        who, action = click.user.id, click.actions[0] if click.actions else None
+        if action is None:
+            log.warning("slack_interaction_rejected", kind="block_actions", reason="no action")
+            return None
+        if not self._staff(click.user):
+            log.warning("slack_interaction_refused", user=who, team=click.user.team_id, action=action.action_id,
+                        reason="not a member of the installing workspace")
+            await self._ephemeral(body, who, NOT_STAFF)
+            return None
+        conversation = await self.service.store.get_conversation(action.value) if action.value else None
+        if conversation is None:
+            log.warning("slack_interaction_refused", user=who, action=action.action_id, value=action.value,
+                        reason="no such conversation")
+            await self._ephemeral(body, who, "This card's conversation is not in Baton's records, so the "
+                                             "button cannot act on it.")
+            return None
+        return who, action, conversation
+
+    async def _on_claim(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         try:
-            if (who := self._staff_only(body)) is None:
+            if (clicked := await self._clicked(body)) is None:
                 return
-            result = await self.service.claim(str(action["value"]), who)
+            who, _, conversation = clicked
+            result = await self.service.claim(conversation.id, who)
             if not result.won:
                 owner = blocks.mention(result.owner) if result.owner else "nobody: the conversation is closed"
                 await self._ephemeral(body, who, f"Already claimed by {owner}.")
         finally:
-            await self.tracker.done(body.get("trigger_id"))
+            await self.tracker.done(_trigger(body))
 
-    async def _on_loop_in(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _on_loop_in(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         try:
-            if (who := self._staff_only(body)) is None:
+            if (clicked := await self._clicked(body)) is None:
                 return
-            route = str(action["action_id"]).split(":", 1)[1]
-            if not await self.service.loop_in(str(action["value"]), route, who):
+            who, action, conversation = clicked
+            route = action.action_id.split(":", 1)[1]
+            if route not in self.service.policy.routes:
+                log.warning("slack_interaction_refused", user=who, action=action.action_id, reason="unknown route")
+                await self._ephemeral(body, who, f"There is no team called {route!r} in Baton's policy any more.")
+            elif not await self.service.loop_in(conversation.id, route, who):
                 await self._ephemeral(body, who, f"{route} is already looped in.")
         finally:
-            await self.tracker.done(body.get("trigger_id"))
+            await self.tracker.done(_trigger(body))
 
-    async def _on_send(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _on_send(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         try:
-            conversation_id = str(action["value"])
-            conversation = await self.service.store.get_conversation(conversation_id)
-            if conversation is None or self._staff_only(body) is None:
+            if (clicked := await self._clicked(body)) is None:
                 return
-            draft = await self.service.draft(conversation_id)
-            view = blocks.send_modal(conversation_id, conversation.customer.name or "the customer", draft)
+            _, _, conversation = clicked
+            draft = await self.service.draft(conversation.id)
+            view = blocks.send_modal(conversation.id, conversation.customer.name or "the customer", draft)
             await self.client.views_open(trigger_id=body["trigger_id"], view=view)  # must be within 3 s
         except SlackApiError as exc:
             log.warning("views_open_failed", error=_error(exc))
         finally:
-            await self.tracker.done(body.get("trigger_id"))
+            await self.tracker.done(_trigger(body))
 
-    async def _on_send_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def _on_send_submitted(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         try:
-            conversation = await self.service.store.get_conversation(view.get("private_metadata", ""))
-            who = self._staff_only(body)
-            text = (((view.get("state") or {}).get("values") or {}).get(blocks.MESSAGE_BLOCK) or {}) \
-                .get(blocks.MESSAGE_INPUT, {}).get("value") or ""
-            if conversation is None or who is None:
-                await ack(response_action="errors", errors={blocks.MESSAGE_BLOCK: "This conversation is gone."})
+            try:
+                submission = payloads.Submission.model_validate(body)
+            except ValidationError as exc:
+                log.warning("slack_interaction_rejected", kind="view_submission", reason=payloads.reason(exc))
+                await ack(response_action="errors", errors={blocks.MESSAGE_BLOCK: "Baton could not read this form."})
                 return
+            view = submission.view
+            if not self._staff(submission.user):
+                log.warning("slack_interaction_refused", user=submission.user.id, team=submission.user.team_id,
+                            action=blocks.SEND_VIEW, reason="not a member of the installing workspace")
+                await ack(response_action="errors", errors={blocks.MESSAGE_BLOCK: NOT_STAFF})
+                return
+            metadata = view.get("private_metadata")
+            conversation = await self.service.store.get_conversation(metadata) if isinstance(metadata, str) else None
+            if conversation is None:
+                await ack(response_action="errors", errors={
+                    blocks.MESSAGE_BLOCK: "This conversation is not in Baton's records any more."})
+                return
+            value = (((view.get("state") or {}).get("values") or {}).get(blocks.MESSAGE_BLOCK) or {}) \
+                .get(blocks.MESSAGE_INPUT, {}).get("value")
+            text = value if isinstance(value, str) else ""
             if problems := self.service.check_staff_text(conversation, text):
                 await ack(response_action="errors", errors={blocks.MESSAGE_BLOCK: "; ".join(problems)[:1900]})
                 return
             await ack()
+            who = submission.user.id
             person = await self._person(who, self.team_id, None)
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             await self.service.send_to_customer(conversation.id, who, person.name, text,
                                                 source=f"view:{view.get('id')}:{digest}")
         finally:
-            await self.tracker.done(body.get("trigger_id") or view.get("id"))
+            await self.tracker.done(_trigger(body))
 
-    async def _on_resolve(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _on_resolve(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         try:
-            if (who := self._staff_only(body)) is None:
+            if (clicked := await self._clicked(body)) is None:
                 return
-            if not await self.service.resolve(str(action["value"]), who):
+            who, _, conversation = clicked
+            if not await self.service.resolve(conversation.id, who):
                 await self._ephemeral(body, who, "This conversation is already resolved.")
         finally:
-            await self.tracker.done(body.get("trigger_id"))
+            await self.tracker.done(_trigger(body))
 
     async def _ephemeral(self, body: dict[str, Any], user: str, text: str) -> None:
         """A reply only the clicker sees. It changes nothing, so it is sent at once, not queued."""
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        places = ((body.get("channel"), "id"), (body.get("container"), "channel_id"))
+        channel = next((place[key] for place, key in places
+                        if isinstance(place, dict) and isinstance(place.get(key), str)), None)
         try:
             await self.client.chat_postEphemeral(channel=channel or self.config.internal_channel, user=user, text=text)
         except SlackApiError as exc:
@@ -603,9 +701,9 @@ class SlackAdapter(Platform):
             extra: dict[str, Any] = {}
             if isinstance(action, StaffReply) and action.author_name:
                 extra["username"] = f"{action.author_name} (support)"
-            response = await self.client.chat_postMessage(channel=conversation.channel, thread_ts=conversation.thread,
-                                                          text=action.text, unfurl_links=False, metadata=metadata,
-                                                          **extra)
+            # Escaped: a customer's words read back (a meeting name, say) can never become a broadcast.
+            response = await self._post(channel=conversation.channel, thread_ts=conversation.thread,
+                                        text=blocks.escape(action.text), metadata=metadata, **extra)
             return {"ts": response["ts"]}
         if handoff is None:
             return {"skipped": "no handoff for this conversation"}
@@ -613,11 +711,11 @@ class SlackAdapter(Platform):
             if handoff.card_ts:  # raised while already handed over: say so in the thread
                 text = (f"{blocks.mention(self.config.groups.get(action.route))} severity raised to "
                         f"*{action.severity}*: " + "; ".join(handoff.brief.get("why_now") or action.reasons))
-                response = await self.client.chat_postMessage(channel=handoff.card_channel or internal,
-                                                              thread_ts=handoff.card_ts, text=text, metadata=metadata)
+                response = await self._post(channel=handoff.card_channel or internal, thread_ts=handoff.card_ts,
+                                            text=text, metadata=metadata)
                 return {"ts": response["ts"]}
             permalink = await self._permalink(conversation)
-            response = await self.client.chat_postMessage(
+            response = await self._post(
                 channel=internal, text=blocks.card_text(handoff, self.config.groups), metadata=metadata,
                 blocks=blocks.card(handoff, self.service.policy, self.config.groups, permalink=permalink))
             return {"card_channel": internal, "card_ts": response["ts"]}
@@ -640,9 +738,15 @@ class SlackAdapter(Platform):
             text = " ".join(p for p in parts if p)
         else:
             raise Undeliverable(f"no Slack delivery for {action.kind!r}")
-        response = await self.client.chat_postMessage(channel=handoff.card_channel or internal,
-                                                      thread_ts=handoff.card_ts, text=text, metadata=metadata)
+        response = await self._post(channel=handoff.card_channel or internal, thread_ts=handoff.card_ts,
+                                    text=text, metadata=metadata)
         return {"ts": response["ts"]}
+
+    async def _post(self, **message: Any) -> Any:
+        """``chat.postMessage`` as Baton always posts: no link or media previews (a customer's link is
+        never unfurled), no name linking (only explicit mentions, which are Baton's own, notify)."""
+        return await self.client.chat_postMessage(unfurl_links=False, unfurl_media=False, link_names=False,
+                                                  **message)
 
     async def permalink(self, conversation: Conversation) -> str | None:
         return await self._permalink(conversation)
@@ -679,6 +783,15 @@ def _unreadable(body: bytes, content_type: str) -> str | None:
     return None
 
 
+def _trigger(body: Mapping[str, Any]) -> str | None:
+    """An interaction's key for the tracker: its trigger id (a modal's submission: the view's id)."""
+    view = body.get("view")
+    for key in (body.get("trigger_id"), view.get("id") if isinstance(view, dict) else None):
+        if isinstance(key, str) and key:
+            return key
+    return None
+
+
 def _error(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if response is not None:
@@ -694,3 +807,9 @@ def _retry_after(headers: Mapping[str, Any]) -> float:
             with contextlib.suppress(ValueError):
                 return max(0.0, float(value))
     return 1.0
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any, limit: int = 5000) -> None:
+    cache[key] = value
+    while len(cache) > limit:
+        cache.popitem(last=False)

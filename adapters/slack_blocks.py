@@ -6,6 +6,7 @@ every change (claim, loop-in, SLA, resolve), so what staff see is always what th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ MESSAGE_BLOCK, MESSAGE_INPUT = "message", "text"
 _SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
                   "low": ":white_circle:"}
 _MAX_TEXT = 2900  # a section's text is limited to 3000 characters
+_BROADCAST = re.compile(r"(?<![\w@])@(?=(?:everyone|here|channel)\b)", re.I)
 
 
 def mention(target: str | None) -> str:
@@ -39,12 +41,21 @@ def mention(target: str | None) -> str:
 
 
 def escape(text: str) -> str:
-    """Customer text shown in Slack: no accidental mentions, links or formatting control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text from outside (a customer's words, a name, a file name) as Slack shows it and never acts on it:
+    ``&``, ``<`` and ``>`` escaped, so no ``<!channel>``, ``<@U…>`` or ``<!subteam^…>`` markup survives, and
+    a word joiner after the ``@`` of a bare ``@here``/``@channel``/``@everyone``, which Slack would
+    otherwise parse in a message posted with ``link_names``, or in a block's mrkdwn."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST.sub("@\u2060", escaped)
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object that Slack does not auto-link: only explicit markup (ours) acts."""
+    return {"type": "mrkdwn", "text": text[:_MAX_TEXT], "verbatim": True}
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:_MAX_TEXT]}}
+    return {"type": "section", "text": _mrkdwn(text)}
 
 
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
@@ -100,11 +111,11 @@ def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permali
     blocks: list[dict[str, Any]] = [
         _section(head),
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Customer*\n{who}"},
-            {"type": "mrkdwn", "text": f"*Intent*\n{brief['intent']} (confidence {brief['confidence']:.2f})"},
-            {"type": "mrkdwn", "text": "*Customer's thread*\n" + (
-                f"<{permalink}|open in {conversation.platform.capitalize()}>" if permalink else "-")},
-            {"type": "mrkdwn", "text": f"*Reply due by*\n{_when(brief.get('due'))}"},
+            _mrkdwn(f"*Customer*\n{who}"),
+            _mrkdwn(f"*Intent*\n{brief['intent']} (confidence {brief['confidence']:.2f})"),
+            _mrkdwn("*Customer's thread*\n" + (
+                f"<{permalink}|open in {conversation.platform.capitalize()}>" if permalink else "-")),
+            _mrkdwn(f"*Reply due by*\n{_when(brief.get('due'))}"),
         ]},
         _section(f"*Goal*\n>{escape(brief['goal']) or '-'}"),
         _section("*Why now*\n" + ("\n".join(f"• {escape(w)}" for w in brief["why_now"]) or "-")),
@@ -126,7 +137,7 @@ def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permali
     written = brief.get("written_by") or "rules"
     by = "" if written == "rules" else f" _(summary by {escape(written)}; the words in quotes are the customer's)_"
     blocks.append(_section(f"*Suggested next step*\n{escape(brief['next_step'])}{by}"))
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status_line(handoff)[:_MAX_TEXT]}]})
+    blocks.append({"type": "context", "elements": [_mrkdwn(status_line(handoff))]})
     if conversation.state is not ConversationState.resolved:
         buttons = []
         if not conversation.claimed_by:
@@ -146,7 +157,7 @@ def card_text(handoff: Handoff, groups: Mapping[str, str]) -> str:
     """The card's notification text (what a phone shows, and what screen readers read first)."""
     brief = handoff.brief
     route = handoff.sla_route or brief["route"]
-    return (f"{mention(groups.get(route))} {str(brief['severity']).upper()} handoff: {brief['customer']} "
+    return (f"{mention(groups.get(route))} {str(brief['severity']).upper()} handoff: {escape(brief['customer'])} "
             f"({brief['intent']}). {status_line(handoff)}")
 
 

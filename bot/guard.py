@@ -3,8 +3,9 @@
 A message fails when it has an unfilled template placeholder, repeats the bot's previous message
 in the conversation, greets or names someone other than the customer, links somewhere that is not in
 the help center, or carries internal-only content (rule ids, internal notes, Slack group ids, staff
-names the policy keeps internal). A failing message is never sent: the engine holds it for review and
-hands the conversation to a person instead.
+names the policy keeps internal), or would notify anyone (a broadcast or a mention, in Slack's or
+Discord's syntax: the adapters escape what they post, and this refuses it all the same). A failing
+message is never sent: the engine holds it for review and hands the conversation to a person instead.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ _GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|thanks|thank you|good (?:morni
                        r"([A-Z][\w'-]+)", re.I)
 _NOT_A_NAME = frozenset({"there", "again", "all", "team", "everyone", "folks", "so", "for", "and", "i", "we", "you"})
 _SLACK_GROUP = re.compile(r"\b[SG]0[0-9A-Z]{6,}\b|<!subteam\^[^>]+>")
+# What would notify people if a platform read it as markup: Slack's <!here>, <!channel>, <!everyone>,
+# <@U…>, <!subteam^…>; Discord's <@123>, <@!123>, <@&123>; and the bare broadcasts both know.
+_NOTIFIES = re.compile(r"<!(?:here|channel|everyone|subteam\^)[^>]*>|<@[!&]?[UW]?[0-9A-Z]+(?:\|[^>]*)?>"
+                       r"|(?<![\w@])@(?:everyone|here|channel)\b", re.I)
 
 
 @dataclass(frozen=True)
 class Problem:
     kind: str
-    """placeholder | repeat | wrong_person | unknown_link | internal"""
+    """empty | placeholder | repeat | wrong_person | unknown_link | internal | notifies"""
     detail: str
 
     def __str__(self) -> str:
@@ -76,6 +81,8 @@ class Guard:
             problems.append(Problem("internal", f"mentions the internal rule id {rule.group(0)!r}"))
         if self._internal is not None and (internal := self._internal.search(text)):
             problems.append(Problem("internal", f"contains internal-only content {internal.group(0)!r}"))
+        if ping := _NOTIFIES.search(text):
+            problems.append(Problem("notifies", f"would notify people: {ping.group(0)!r}"))
         if group := _SLACK_GROUP.search(text):
             problems.append(Problem("internal", f"mentions the internal Slack group {group.group(0)!r}"))
         return problems

@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the openai package takes about a second to import: only whe
 log = structlog.get_logger(__name__)
 
 _SCORE = re.compile(r"^\W*([1-5])(?:\s*/\s*5)?\W*$")
-STAFF_GUARD = ("empty", "placeholder", "internal", "wrong_person")
+STAFF_GUARD = ("empty", "placeholder", "internal", "wrong_person", "notifies")
 """The guard's checks that apply to what staff send: links and repeats are theirs to judge."""
 
 

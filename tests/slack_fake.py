@@ -136,6 +136,8 @@ class FakeSlack:
     _release: asyncio.Event = field(default_factory=asyncio.Event)
     _closing: bool = False
     _limits: dict[str, _Limit] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What ``files.info`` answers, by file id (a Slack Connect file arrives with only its id)."""
 
     async def start(self) -> str:
         app = web.Application()
@@ -308,6 +310,9 @@ class FakeSlack:
                 return 200, {}, {"ok": False, "error": "user_not_found"}
             return 200, {}, {"ok": True, "user": {"id": args["user"], **user,
                                                   "profile": {"display_name": "", "real_name": user["real_name"]}}}
+        if method == "files.info":
+            file = self.files.get(args.get("file", ""))
+            return 200, {}, {"ok": True, "file": file} if file else {"ok": False, "error": "file_not_found"}
         if method == "chat.postMessage":
             return 200, {}, self._post(args)
         if method == "chat.update":

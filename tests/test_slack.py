@@ -479,6 +479,7 @@ SCOPES_FOR = {  # the bot scope each Web API method Baton calls needs (per Slack
     "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
     "conversations_info": "channels:read", "users_info": "users:read", "chat_getPermalink": None,
     "views_open": None, "auth_test": None,
+    "files_info": "files:read",  # a Slack Connect file's name (it arrives as file_access: check_file_info)
     # Delivered once: a retry after an ambiguous failure looks for its post (message metadata) first.
     "conversations_replies": "channels:history", "conversations_history": "channels:history",
 }
