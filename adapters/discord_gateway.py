@@ -5,9 +5,16 @@ channels become platform-free messages; the bot answers in a thread on the custo
 forum, in the post). What the outbox sends a Discord customer goes out through discord.py's REST
 client and its rate-limit buckets. Nothing here decides anything.
 
+A message is read as the customer sees it (:func:`bot.text.compose`): what they wrote, the message they
+reply to, what they forward (its snapshot), their files, stickers and embeds, cut at Discord's longest
+message. Nothing the bot posts can notify anyone: every post is sent with no allowed mentions and no
+link previews, and its text is made inert (a zero-width space after the ``@`` of every broadcast and
+mention), so it stays harmless wherever it is copied.
+
 No message is lost to a reconnect, a restart or a crash: a message is stored in the inbox before the
 cursor (the last message seen in each channel and thread, kept in the database) moves past it, and
-after every READY and RESUMED what came after the cursor is fetched; the inbox's unique message id
+after every READY and RESUMED what came after the cursors is fetched (Discord's own list of active
+threads, not the client's cache, says which threads have anything new); the inbox's unique message id
 makes sure nothing is answered twice.
 """
 
@@ -17,7 +24,7 @@ import asyncio
 import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -35,6 +42,7 @@ from bot.platform import Platform, PlatformConfigError
 from bot.service import thread_of
 from bot.settings import Settings
 from bot.store import Inbound
+from bot.text import attachment, compose
 
 if TYPE_CHECKING:
     from bot.app import Application
@@ -44,16 +52,22 @@ log = structlog.get_logger(__name__)
 PLATFORM = "discord"
 DEFAULT_API_URL = "https://discord.com/api/v10"
 MESSAGE_LIMIT = 2000
+"""The longest message the bot may post."""
+TEXT_LIMIT = 4000
+"""The longest message a customer can write (with Nitro): what they send is cut here before triage."""
 THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # a week: a quiet support thread stays in the channel's list
 RECENT = timedelta(days=14)
 """Resolved conversations active this recently are still caught up (a CSAT answer, a reopening)."""
 THREAD_ALREADY_CREATED = 160004
+UNKNOWN_MESSAGE = 10008
 _SNOWFLAKE = re.compile(r"^\d{15,21}$")
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
 _CUSTOMER_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+# What Discord turns into a notification: @everyone, @here, <@123>, <@!123>, <@&123> (anywhere in a word).
+_PING = re.compile(r"@(everyone|here|[!&]?\d{15,25}(?=>))")
 
 INTENT_HELP = ("turn on the Message Content intent: Discord Developer Portal -> your application -> Bot -> "
                "Privileged Gateway Intents -> Message Content Intent (a verified bot in 100 or more servers "
@@ -122,6 +136,11 @@ class BatonClient(discord.AutoShardedClient):
         super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none(),
                          chunk_guilds_at_startup=False, **options)
         self.adapter = adapter
+        # A message discord.py cannot read must not end the connection (and Baton with it): it is repaired
+        # where Discord is known to send less than discord.py expects, or else logged and dropped.
+        parsers = self._connection.parsers
+        for event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            parsers[event] = _tolerant(event, parsers[event])
 
     async def setup_hook(self) -> None:
         await self.adapter.checks()
@@ -182,9 +201,10 @@ class DiscordAdapter(Platform):
         self._again = False
         self._missed: dict[str, int] = {}
         """Per place, just before the oldest message that could not be stored: caught up from there."""
-        self._marks: dict[str, int] | None = None
+        self._marks: asyncio.Future[dict[str, int]] | None = None
         """The cursors as they were when the gateway was lost: a live message handled before the
-        catch-up starts must not make it skip what was missed before it."""
+        catch-up starts must not make it skip what was missed before it. Asked for at once, so that a
+        catch-up that starts before the answer comes waits for it (and does not leave it to the next)."""
         self.retry_after = 2.0
         """Seconds between catch-ups while messages that could not be stored are waiting."""
         self.catch_ups = 0
@@ -237,7 +257,7 @@ class DiscordAdapter(Platform):
 
     async def stop(self) -> None:
         self.ready = False
-        for task in (self._catching_up, self._connection):
+        for task in (self._catching_up, self._connection, self._marks):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -253,8 +273,7 @@ class DiscordAdapter(Platform):
             # discord.py takes the gateway's address from GET /gateway/bot unless the shard count is set.
             self.client.shard_count, _url, _limits = await self.client.http.get_bot_gateway()
         problems = []
-        await self.mark()
-        cursors = self._marks or {}
+        cursors = await self.mark()
         for channel_id in sorted(self.config.channels):
             try:
                 channel = await self.client.fetch_channel(channel_id)
@@ -270,8 +289,8 @@ class DiscordAdapter(Platform):
             if isinstance(channel, discord.ForumChannel):
                 self._forums.add(channel_id)
             if str(channel_id) not in cursors:  # first start: what was written before Baton came is history
-                await self.service.store.advance_cursor(PLATFORM, str(channel_id),
-                                                        channel.last_message_id or _snowflake(datetime.now(UTC)))
+                newest = max(channel.last_message_id or 0, _snowflake(datetime.now(UTC)))
+                await self.service.store.advance_cursor(PLATFORM, str(channel_id), newest)
         if problems:
             raise DiscordConfigError("the Discord configuration cannot work:\n  - " + "\n  - ".join(problems))
         self.ready = True
@@ -330,10 +349,11 @@ class DiscordAdapter(Platform):
                        payload=message.model_dump(mode="json"), thread_key=thread_of(message))
 
     async def on_edit(self, message: discord.Message, edited_at: str | None) -> None:
-        """A customer edited a message: decided again only if it raises the risk."""
-        if not edited_at:
-            return  # an embed or attachment update, not an edit
+        """A customer edited a message: decided again only if it raises the risk. An update without an
+        edit time (Discord adding a link preview, a thread, a flag) is not an edit."""
         try:
+            if not edited_at:
+                return
             place = await self._place(message.channel)
             if place is None or message.author.bot or message.webhook_id:
                 return
@@ -354,10 +374,11 @@ class DiscordAdapter(Platform):
             await self.service.store.advance_cursor(PLATFORM, str(parent), message.channel.id)
 
     async def to_message(self, message: discord.Message, *, parent: int, thread: int | None,
-                        event_id: str | None = None) -> Message | None:
-        """A Discord message as a platform-free :class:`Message`; ``None`` when it carries no content at
-        all, which is what Discord sends a bot that lacks the Message Content intent."""
-        if not (message.content or message.attachments or message.embeds or message.stickers or message.poll):
+                         event_id: str | None = None) -> Message | None:
+        """A Discord message as a platform-free :class:`Message`; ``None`` when it carries nothing at all
+        (no text, file, sticker, embed, poll or forwarded message), which is what Discord sends a bot that
+        lacks the Message Content intent."""
+        if not _has_content(message):
             return None
         guild = message.guild.id if message.guild else self._guilds.get(parent, 0)
         return Message(platform=PLATFORM, workspace=str(guild), channel=str(parent),
@@ -366,19 +387,41 @@ class DiscordAdapter(Platform):
                        at=message.created_at, event_id=event_id or str(message.id))
 
     def text_of(self, message: discord.Message) -> str:
-        """What the customer wrote, as they see it: our own mention dropped, others' names and files shown."""
+        """Everything the customer sent, as they see it (:func:`bot.text.compose`): the message they reply
+        to, what they wrote (our own mention dropped, others' names shown), what they forward, then a line
+        per file, sticker and embed; cut at Discord's longest message."""
+        files = _files(message)
+        forwards: list[tuple[str | None, str]] = []
+        for snapshot in message.message_snapshots:  # a forward: the author of the original is not sent
+            forwards.append((None, self._readable(snapshot.content, message)))
+            files += _files(snapshot)
+        replying_to = None
+        reference = message.reference
+        if reference is not None and reference.type is discord.MessageReferenceType.reply \
+                and isinstance(reference.resolved, discord.Message):  # not available: no quote
+            quoted = reference.resolved
+            replying_to = (quoted.author.display_name,
+                           compose(self._readable(quoted.content, quoted), files=_files(quoted),
+                                   forwards=[(None, self._readable(s.content, quoted))
+                                             for s in quoted.message_snapshots]))
+        text = self._readable(message.content, message)
+        if message.poll is not None and message.poll.question:
+            text = f"{text}\n{message.poll.question}".strip()
+        return compose(text, files=files, forwards=forwards, replying_to=replying_to, limit=TEXT_LIMIT)
+
+    def _readable(self, content: str, message: discord.Message) -> str:
+        """Discord markup as people see it: ``@Name`` for a mention (ours dropped), ``#channel``, ``:emoji:``."""
+        if not content:
+            return ""
         me = self.client.user.id if self.client.user else None
         users = {m.id: m.display_name for m in message.mentions}
         roles = {r.id: r.name for r in message.role_mentions}
         channels = {c.id: getattr(c, "name", str(c.id)) for c in message.channel_mentions}
         text = _USER_MENTION.sub(lambda m: "" if int(m.group(1)) == me else "@" + users.get(int(m.group(1)), "user"),
-                                 message.content)
+                                 content)
         text = _ROLE_MENTION.sub(lambda m: "@" + roles.get(int(m.group(1)), "role"), text)
         text = _CHANNEL_MENTION.sub(lambda m: "#" + channels.get(int(m.group(1)), "channel"), text)
-        text = _CUSTOM_EMOJI.sub(r":\1:", text)
-        files = [f"[attachment: {a.filename}]" for a in message.attachments]
-        files += [f"[sticker: {s.name}]" for s in message.stickers]
-        return "\n".join(part for part in [text.strip(), *files] if part)
+        return _CUSTOM_EMOJI.sub(r":\1:", text)
 
     async def _person(self, message: discord.Message, guild: int) -> Person:
         """Staff when they hold a staff role. A gateway message carries the member's roles; a fetched
@@ -427,10 +470,11 @@ class DiscordAdapter(Platform):
 
     # ---- catching up after a reconnect or a restart ----
 
-    async def mark(self) -> None:
+    async def mark(self) -> dict[str, int]:
         """Remember how far Baton had read, now that the gateway is lost (or not yet connected)."""
         if self._marks is None:
-            self._marks = await self.service.store.cursors_of(PLATFORM)
+            self._marks = asyncio.ensure_future(self.service.store.cursors_of(PLATFORM))
+        return await asyncio.shield(self._marks)
 
     def catch_up(self, reason: str) -> None:
         """Fetch and handle what was missed, in the background; one catch-up at a time, and one more if
@@ -459,14 +503,25 @@ class DiscordAdapter(Platform):
                 return
 
     async def catch_up_now(self) -> int:
-        """Handle every message after the last one seen: in the support channels, in new forum posts and
-        in the threads of recent conversations. Returns how many messages were fetched."""
-        marks, self._marks = self._marks, None
+        """Handle every message after the last one seen: in the support channels, in the threads of recent
+        conversations, and in threads and forum posts opened since. Returns how many messages were fetched."""
+        marking, self._marks = self._marks, None
         missed, self._missed = self._missed, {}
+        marks: dict[str, int] | None = None
+        if marking is not None:
+            try:
+                marks = await marking
+            except Exception as exc:  # not known: the cursors as they are now
+                log.warning("discord_marks_unavailable", error=f"{type(exc).__name__}: {exc}")
         try:
             cursors = await self.service.store.cursors_of(PLATFORM)
-        except Exception:
-            self._marks, self._missed = marks, {**missed, **self._missed}
+            # Which threads have anything new is decided on the stored cursors and Discord's own list of
+            # active threads (the last message in each), not on the client's cache, which a resume leaves stale.
+            listed = await self._active_threads()
+        except Exception:  # the next catch-up starts from the same place
+            if self._marks is None and marks is not None:
+                self._marks = marking
+            self._missed = {**missed, **self._missed}
             raise
         if marks is not None:  # what was read since the gateway was lost does not count yet
             cursors = {place: min(seen, marks[place]) for place, seen in cursors.items() if place in marks}
@@ -477,16 +532,24 @@ class DiscordAdapter(Platform):
             if (seen := cursors.get(str(channel_id))) is not None:
                 places[channel_id] = seen
         since = datetime.now(UTC) - RECENT
+        conversations = set()
         for conversation in await self.service.store.recent_conversations(PLATFORM, since=since):
             thread = int(conversation.thread)
-            cached = self.client.get_channel(thread)
+            conversations.add(thread)
             seen = cursors.get(str(thread), thread)  # a thread's first message comes after its starter
-            if isinstance(cached, discord.Thread) and cached.last_message_id is not None \
-                    and cached.last_message_id <= seen:
-                continue  # nothing new there: no need to ask
-            places[thread] = seen
-        for thread_id, seen in await self._new_forum_posts(cursors):
-            places.setdefault(thread_id, seen)
+            if not _quiet(listed, thread, seen):
+                places[thread] = seen
+        for thread, listing in listed.items():  # threads and forum posts Baton has no conversation in
+            if thread in conversations or thread in places:
+                continue
+            seen = cursors.get(str(thread))
+            if seen is None:  # never read: only what came after the last message read in its channel
+                newest = cursors.get(str(listing["parent_id"]))
+                if newest is None:
+                    continue  # a first start: what is there is history
+                seen = max(thread - 1, newest)
+            if not _quiet(listed, thread, seen):
+                places[thread] = seen
         # Places are caught up side by side (as many as messages are worked on at once); within a
         # place, in the order the messages were written.
         lanes = asyncio.Semaphore(self.workers)
@@ -500,22 +563,23 @@ class DiscordAdapter(Platform):
                         await self.on_message(message)
                 except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:  # the next catch-up retries
                     log.warning("discord_catch_up_incomplete", place=place, error=str(exc))
+                except Exception as exc:  # a message discord.py cannot read: the other places go on
+                    log.error("discord_catch_up_incomplete", place=place, error=f"{type(exc).__name__}: {exc}")
             return fetched
 
         return sum(await asyncio.gather(*(one(place, seen) for place, seen in places.items())))
 
-    async def _new_forum_posts(self, cursors: dict[str, int]) -> list[tuple[int, int]]:
-        """Forum posts made since the newest one seen (a post is a thread; its first message has its id)."""
-        found = []
-        for guild in {self._guilds[f] for f in self._forums}:
+    async def _active_threads(self) -> dict[int, dict[str, Any]]:
+        """The active threads (forum posts included) of the served channels, as Discord lists them now."""
+        listed: dict[int, dict[str, Any]] = {}
+        for guild in sorted(set(self._guilds.values())):
             active = await self.client.http.get_active_threads(guild)
             for thread in active.get("threads", ()):
-                parent, thread_id = int(thread.get("parent_id") or 0), int(thread["id"])
-                newest = cursors.get(str(parent))  # none yet: a first start, and what is there is history
-                if parent in self._forums and newest is not None and thread_id > newest:
-                    self.remember_thread(thread_id, parent)
-                    found.append((thread_id, thread_id - 1))
-        return found
+                parent = int(thread.get("parent_id") or 0)
+                if parent in self.config.channels:
+                    listed[int(thread["id"])] = {**thread, "parent_id": parent}
+                    self.remember_thread(int(thread["id"]), parent)
+        return listed
 
     async def _history(self, place: int, *, after: int) -> AsyncIterator[discord.Message]:
         cached = self.client.get_channel(place)
@@ -566,6 +630,7 @@ class DiscordAdapter(Platform):
         text = action.text
         if isinstance(action, StaffReply) and action.author_name:
             text = f"**{discord.utils.escape_markdown(action.author_name)}** (support): {text}"
+        text = inert(text)
         channel = self.client.get_partial_messageable(thread, guild_id=int(conversation.workspace),
                                                       type=discord.ChannelType.public_thread)
         sent = None
@@ -579,21 +644,84 @@ class DiscordAdapter(Platform):
 
     async def _thread_for(self, conversation: Conversation) -> int:
         """The thread to answer in, opened on the customer's message the first time. A thread opened
-        on a message has that message's id; a forum post is a thread already."""
+        on a message has that message's id; a forum post, or a thread the customer opened by hand, is a
+        thread already."""
         thread, parent = int(conversation.thread), int(conversation.channel)
-        if parent in self._forums or thread in self._threads_made or isinstance(self.client.get_channel(thread),
-                                                                                 discord.Thread):
+        if parent in self._forums or thread in self._threads_made or self._parents.get(thread) == parent \
+                or isinstance(self.client.get_channel(thread), discord.Thread):
             return thread
-        name = f"{conversation.customer.name or 'Customer'} · support"[:100]
+        name = inert(f"{conversation.customer.name or 'Customer'} · support")[:100]
         try:
             await self.client.http.start_thread_with_message(parent, thread, name=name,
                                                              auto_archive_duration=THREAD_ARCHIVE_MINUTES)
         except discord.HTTPException as exc:
-            if exc.code != THREAD_ALREADY_CREATED:
+            if exc.code == UNKNOWN_MESSAGE and await self._is_thread_of(thread, parent):
+                pass  # a thread opened by hand, with no message to hang on: answer in it
+            elif exc.code != THREAD_ALREADY_CREATED:
                 raise
         _remember(self._threads_made, thread, None)
         self.remember_thread(thread, parent)
         return thread
+
+    async def _is_thread_of(self, thread: int, parent: int) -> bool:
+        try:
+            channel = await self.client.fetch_channel(thread)
+        except (discord.NotFound, discord.Forbidden):
+            return False
+        return isinstance(channel, discord.Thread) and channel.parent_id == parent
+
+
+def _tolerant(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+    def tolerant(data: Any) -> None:
+        try:
+            parse(_repaired(data))
+        except Exception as exc:
+            log.error("discord_event_unreadable", discord_event=event, event_id=data.get("id"),
+                      channel=data.get("channel_id"), error=f"{type(exc).__name__}: {exc}")
+    return tolerant
+
+
+_SNAPSHOT_FIELDS: dict[str, Any] = {"type": 0, "content": "", "embeds": [], "attachments": [], "edited_timestamp": None}
+
+
+def _repaired(data: Any) -> Any:
+    """The message with what discord.py requires of a forward's snapshot: the snapshot of a replied-to
+    forward comes without ``type`` (discord/discord-api-docs#7814), which discord.py cannot read."""
+    for message in (data, data.get("referenced_message")) if isinstance(data, dict) else ():
+        if not isinstance(message, dict):
+            continue
+        for snapshot in message.get("message_snapshots") or ():
+            inner = snapshot.get("message") if isinstance(snapshot, dict) else None
+            if isinstance(inner, dict):
+                for key, value in _SNAPSHOT_FIELDS.items():
+                    inner.setdefault(key, list(value) if isinstance(value, list) else value)
+                inner.setdefault("timestamp", message.get("timestamp"))
+    return data
+
+
+def inert(text: str) -> str:
+    """``text`` that notifies nobody wherever it is posted or copied: a zero-width space after the ``@``
+    of every @everyone, @here, user and role mention (it reads the same)."""
+    return _PING.sub("@\u200b\\1", text)
+
+
+def _has_content(message: discord.Message) -> bool:
+    return bool(message.content or message.attachments or message.embeds or message.stickers or message.poll
+                or message.message_snapshots)
+
+
+def _files(message: discord.Message | discord.MessageSnapshot) -> list[str]:
+    """One line per file (name and type), sticker and embed (its title, or its link) of a message."""
+    lines = [attachment(a.filename, a.content_type) for a in message.attachments]
+    lines += [attachment(s.name, mark="sticker") for s in message.stickers]
+    lines += [attachment(label, mark="embed") for e in message.embeds if (label := e.title or e.url)]
+    return list(dict.fromkeys(lines))
+
+
+def _quiet(listed: dict[int, dict[str, Any]], thread: int, seen: int) -> bool:
+    """Discord lists ``thread`` as active with nothing after ``seen`` (an archived thread is asked)."""
+    last = listed.get(thread, {}).get("last_message_id")
+    return last is not None and int(last) <= seen
 
 
 def _chunks(text: str, size: int) -> Iterable[str]:

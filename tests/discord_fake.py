@@ -4,8 +4,10 @@ The real discord.py client logs in against it (``Route.BASE`` and ``DEFAULT_GATE
 receives HELLO, READY and GUILD_CREATE, heartbeats, and is sent MESSAGE_CREATE and the like as Discord
 sends them: the payloads below follow the shapes of recorded Discord payloads (API v10). A message can
 also be put in a channel's history without being sent on the gateway, as if the bot had been away;
-``reconnect()`` makes the client RESUME its session. REST answers carry exactly
-``Content-Type: application/json`` (discord.py rejects ``; charset=utf-8``).
+``reconnect()`` makes the client RESUME its session. A recorded event (``replay``) is kept as Discord
+would keep it (a message in its channel's history, a thread among the channels) and sent as it was
+recorded. REST answers carry exactly ``Content-Type: application/json`` (discord.py rejects
+``; charset=utf-8``).
 
 Creating a message honours ``nonce`` with ``enforce_nonce`` as Discord documents it: a second create with the
 same nonce, by the same author in the same channel within ``nonce_window`` seconds, answers the FIRST message
@@ -38,10 +40,13 @@ LOUNGE = 1180000000000000012  # a text channel not served
 STAFF_ROLE = 1180000000000000020
 MEMBER_ROLE = 1180000000000000021
 DANA, RIO, SAM = 1180000000000000100, 1180000000000000101, 1180000000000000102
+MALLORY = 1180000000000000103
+"""A customer whose display name is made to notify everyone (for injection tests)."""
 PEOPLE: dict[int, dict[str, Any]] = {
     DANA: {"username": "dana.w", "global_name": "Dana", "roles": [MEMBER_ROLE]},
     RIO: {"username": "rio_k", "global_name": "Rio", "roles": []},
     SAM: {"username": "sam.support", "global_name": "Sam (Notewise)", "roles": [STAFF_ROLE, MEMBER_ROLE]},
+    MALLORY: {"username": "mallory", "global_name": f"@everyone @here <@&{STAFF_ROLE}> <@{SAM}>", "roles": []},
 }
 MESSAGE_CONTENT = 1 << 15
 CONTENT_LIMITED = 1 << 19
@@ -122,6 +127,8 @@ class FakeDiscord:
     history: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     sent: list[Sent] = field(default_factory=list)
     threads_started: list[int] = field(default_factory=list)
+    thread_requests: list[dict[str, Any]] = field(default_factory=list)
+    """The body of every request to open a thread on a message (refused ones too)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
     identifies: int = 0
     resumes: int = 0
@@ -187,6 +194,20 @@ class FakeDiscord:
             await self.dispatch("MESSAGE_CREATE", payload)
         return payload
 
+    async def replay(self, event: str, payload: dict[str, Any]) -> None:
+        """Send a recorded gateway event, after keeping what it makes as Discord keeps it: a created message
+        in its channel's history (its channel's ``last_message_id`` moves), a created thread among the
+        channels."""
+        if event == "MESSAGE_CREATE":
+            channel = int(payload["channel_id"])
+            kept = {k: v for k, v in payload.items() if k not in ("guild_id", "member")}
+            self.history.setdefault(channel, []).append(kept)
+            if channel in self.channels:
+                self.channels[channel]["last_message_id"] = payload["id"]
+        elif event == "THREAD_CREATE":
+            self.channels[int(payload["id"])] = {k: v for k, v in payload.items() if k != "newly_created"}
+        await self.dispatch(event, payload)
+
     async def forum_post(self, author: int, title: str, content: str, *, live: bool = True) -> int:
         """A new post in the forum: THREAD_CREATE, then its first message, which has the thread's id."""
         tid = self.next_id()
@@ -237,7 +258,9 @@ class FakeDiscord:
     # ---- gateway ----
 
     def guild_create(self) -> dict[str, Any]:
-        threads = [c for c in self.channels.values() if c["type"] == 11]
+        # Only active threads: "archived threads are not synced up-front via the gateway".
+        threads = [c for c in self.channels.values() if c["type"] == 11
+                   and not c.get("thread_metadata", {}).get("archived")]
         return {
             "id": str(GUILD), "name": "Notewise Community", "icon": None, "splash": None, "discovery_splash": None,
             "owner_id": str(SAM), "afk_channel_id": None, "afk_timeout": 300, "verification_level": 1,
@@ -355,6 +378,7 @@ class FakeDiscord:
             payload["nonce"] = nonce
         self.sent.append(Sent(cid, body, int(payload["id"])))
         self.history.setdefault(cid, []).append(payload)
+        self.channels[cid]["last_message_id"] = payload["id"]
         answer = {k: v for k, v in payload.items() if k not in ("guild_id", "member")}
         if nonce is not None:
             self._nonces[key] = (self.clock(), answer)
@@ -396,11 +420,12 @@ class FakeDiscord:
                          for m in reversed(page)]
         if parts[0] == "channels" and len(parts) == 5 and parts[4] == "threads":
             cid, mid = int(parts[1]), int(parts[3])
+            self.thread_requests.append(body)
+            starter = next((m for m in self.history.get(cid, []) if int(m["id"]) == mid), None)
+            if starter is None:  # a thread opened without a message has an id no message in the channel has
+                return 404, {"message": "Unknown Message", "code": 10008}
             if mid in self.channels:
                 return 400, {"message": "A thread has already been created for this message", "code": 160004}
-            starter = next((m for m in self.history.get(cid, []) if int(m["id"]) == mid), None)
-            if starter is None:
-                return 404, {"message": "Unknown Message", "code": 10008}
             thread = thread_channel(mid, cid, body.get("name", "thread"), BOT)
             self.channels[mid] = thread
             self.threads_started.append(mid)
@@ -411,5 +436,6 @@ class FakeDiscord:
                 return 404, {"message": "Unknown Member", "code": 10007}
             return 200, {**member(uid), "user": user(uid)}
         if parts[0] == "guilds" and parts[2:] == ["threads", "active"]:
-            return 200, {"threads": [c for c in self.channels.values() if c["type"] == 11], "members": []}
+            return 200, {"threads": [c for c in self.channels.values() if c["type"] == 11
+                                     and not c.get("thread_metadata", {}).get("archived")], "members": []}
         return 404, {"message": "404: Not Found", "code": 0}

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from discord_fake import (
     FORUM,
     GUILD,
     LOUNGE,
+    MALLORY,
+    MEMBER_ROLE,
     RIO,
     SAM,
     STAFF_ROLE,
@@ -36,7 +39,7 @@ from discord_fake import (
 from slack_fake import INTERNAL, FakeSlack, Harness
 
 from adapters import slack_blocks as blocks
-from adapters.discord_gateway import DiscordAdapter, DiscordConfig, DiscordConfigError
+from adapters.discord_gateway import TEXT_LIMIT, DiscordAdapter, DiscordConfig, DiscordConfigError, inert
 from bot.app import Application
 from bot.engine import Engine
 from bot.model import ConversationState, Role
@@ -66,6 +69,24 @@ class Rig:
 
     async def conversation(self, thread: int, channel: int = SUPPORT) -> Any:
         return await self.service.store.find_conversation("discord", str(GUILD), str(channel), str(thread))
+
+    async def said(self, thread: int, channel: int = SUPPORT) -> list[str]:
+        """What the customers said in the conversation of ``thread``, as stored."""
+        conversation = await self.conversation(thread, channel)
+        assert conversation is not None, f"no conversation in {thread}"
+        return [t["text"] for t in await self.service.store.transcript(conversation.id) if t["role"] == "customer"]
+
+    async def edits(self) -> int:
+        """Edits stored in the inbox."""
+        from bot.store import inbox
+
+        async with self.service.store.engine.begin() as conn:
+            rows = (await conn.execute(inbox.select().where(inbox.c.kind == "edit"))).all()
+        return len(rows)
+
+    async def decisions(self, thread: int, channel: int = SUPPORT) -> int:
+        conversation = await self.conversation(thread, channel)
+        return len(await self.service.store.decisions_of(conversation.id))
 
 
 def discord_config(fake: FakeDiscord, **overrides: Any) -> DiscordConfig:
@@ -131,7 +152,8 @@ async def test_a_gateway_message_becomes_a_message_as_the_customer_wrote_it(rig:
     assert conversation.customer.id == str(DANA) and conversation.customer.name == "Dana"
     assert conversation.customer.role is Role.customer
     [line] = [t for t in await rig.service.store.transcript(conversation.id) if t["role"] == "customer"]
-    assert line["text"] == "hi, @Rio and I can't find #lounge notes :notewise:\n[attachment: screenshot.png]"
+    assert line["text"] == ("hi, @Rio and I can't find #lounge notes :notewise:\n"
+                            "[attachment: screenshot.png (image/png)]")
     assert line["event_id"] == payload["id"]
 
 
@@ -469,5 +491,377 @@ async def test_a_reply_whose_answer_was_lost_is_not_posted_twice(rig: Rig, lost:
     conversation = await rig.conversation(int(first["id"]))
     [row] = [r for r in await rig.service.store.outbox_of(conversation.id) if r["kind"] == "reply"]
     assert row["status"] == "sent"
+
+
+# ---- recorded payloads (tests/fixtures/discord): what customers really send ----
+
+FIXTURES = Path(__file__).parent / "fixtures" / "discord"
+RECORDED = {
+    # the recorded servers and channels -> the test's
+    "705745250815311942": GUILD, "185949590652977152": GUILD,
+    "1072828564317159465": SUPPORT, "563557393640849437": SUPPORT, "1088465252804481025": SUPPORT,
+    "1535645724761653309": FORUM,
+    # the recorded people -> the test's customers
+    "161098476632014848": DANA, "339560235050205185": DANA, "134127815531560960": DANA,
+    "184437096813953035": RIO,
+}
+_SNOWFLAKE = re.compile(r"^\d{15,21}$")
+_IDS = ("id", "channel_id", "message_id", "parent_id", "last_message_id", "owner_id", "guild_id", "webhook_id",
+        "sticker_id", "nonce")
+
+
+class Recorded:
+    """Recorded gateway events, adapted in their ids only and sent through the fake gateway."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.ids = {old: str(new) for old, new in RECORDED.items()}
+
+    def load(self, name: str) -> tuple[str, dict[str, Any]]:
+        recorded = json.loads((FIXTURES / name).read_text())
+        assert recorded["source"] and recorded["adapted"]
+        frame = recorded["payload"]
+        if "t" not in frame:  # a REST message: sent as the gateway sends one (with its guild)
+            return "MESSAGE_CREATE", {**self.adapt(frame), "guild_id": str(GUILD)}
+        return frame["t"], self.adapt(frame["d"])
+
+    def adapt(self, value: Any, key: str | None = None) -> Any:
+        """The same value with the test's ids: a recorded id always becomes the same new id; roles, the
+        customers' role."""
+        if isinstance(value, dict):
+            return {k: self.adapt(v, k) for k, v in value.items()}
+        if key == "roles" and isinstance(value, list):
+            return [str(MEMBER_ROLE)] if value else []
+        if isinstance(value, list):
+            return [self.adapt(v, key) for v in value]
+        if key in _IDS and isinstance(value, str) and _SNOWFLAKE.match(value):
+            if value not in self.ids:
+                self.ids[value] = str(self.rig.fake.next_id())
+            return self.ids[value]
+        return value
+
+    async def send(self, name: str, *, wait: bool = True) -> dict[str, Any]:
+        """Dispatch a recorded event; for a message or its update, wait until it is handled and its answers
+        delivered."""
+        event, payload = self.load(name)
+        await self.rig.fake.replay(event, payload)
+        if wait and event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            await self.rig.discord.tracker.wait(payload["id"] + (":edit" if event == "MESSAGE_UPDATE" else ""))
+            await self.rig.slack.settle()
+        return payload
+
+    async def settle(self, *payloads: dict[str, Any]) -> None:
+        for payload in payloads:
+            await self.rig.discord.tracker.wait(payload["id"])
+        await self.rig.slack.settle()
+
+
+@pytest.fixture
+def recorded(rig: Rig) -> Recorded:
+    return Recorded(rig)
+
+
+def cached(rig: Rig, message_id: str) -> Any:
+    """The message as discord.py received it on the gateway."""
+    [message] = [m for m in rig.discord.client.cached_messages if m.id == int(message_id)]
+    return message
+
+
+async def test_recorded_a_message_that_is_only_a_file_is_stored_by_name_and_answered(rig: Rig, recorded: Recorded):
+    payload = await recorded.send("message_create_attachment.json")
+    thread = int(payload["id"])
+    assert await rig.said(thread) == ["[attachment: SPOILER_1122943867721875456.png (image/png)]"]
+    assert len(rig.fake.posts(thread)) == 1 and rig.discord.content_missing == 0
+
+
+async def test_recorded_a_forward_is_stored_and_answered_not_taken_for_a_missing_intent(rig: Rig, recorded: Recorded):
+    with structlog.testing.capture_logs() as logs:
+        payload = await recorded.send("message_create_forward.json")
+    thread = int(payload["id"])
+    assert payload["content"] == "" and payload["flags"] == 16384 and payload["message_reference"]["type"] == 1
+    assert await rig.said(thread) == ["[forwarded]\n[attachment: IMG_7203.jpg (image/jpeg)]"]
+    assert len(rig.fake.posts(thread)) == 1
+    assert rig.discord.content_missing == 0 and not [e for e in logs if e["event"] == "discord_message_content_missing"]
+
+
+async def test_recorded_a_forwarded_text_is_read_as_forwarded_and_a_bots_forward_is_not_answered(
+        rig: Rig, recorded: Recorded):
+    handled = rig.discord.tracker.handled
+    payload = await recorded.send("message_forward_rest.json")  # forwarded by a bot
+    assert rig.discord.tracker.handled == handled + 1 and rig.fake.sent == []  # bots are never answered
+    text = rig.discord.text_of(cached(rig, payload["id"]))
+    assert text.startswith("[forwarded]\n> What is Lorem Ipsum?\n> Lorem Ipsum is simply dummy text")
+
+
+async def test_a_customers_forward_is_triaged_on_the_forwarded_words(rig: Rig):
+    """The forwarded words are the customer's request: a forwarded billing dispute goes to staff."""
+    forward = {"type": 1, "message_id": "1180000000000000999", "channel_id": str(LOUNGE), "guild_id": str(GUILD)}
+    snapshot = {"type": 0, "content": DISPUTE, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+                "timestamp": "2026-11-23T10:00:00.000000+00:00", "edited_timestamp": None, "flags": 0,
+                "components": []}
+    payload = await rig.say(DANA, "", flags=16384, message_reference=forward,
+                            message_snapshots=[{"message": snapshot}])
+    thread = int(payload["id"])
+    assert await rig.said(thread) == ["[forwarded]\n> " + DISPUTE]
+    assert "person from our team" in rig.fake.posts(thread)[0].body["content"]
+    assert [p for p in rig.slack.fake.posts(INTERNAL) if not p.get("thread_ts")]  # the card
+
+
+async def test_recorded_a_reply_quotes_the_message_it_replies_to(rig: Rig, recorded: Recorded):
+    payload = await recorded.send("message_create_reply.json")
+    thread = int(payload["id"])
+    assert payload["type"] == 19 and payload["referenced_message"]["author"]["username"] == "Reacton"
+    assert await rig.said(thread) == ["[in reply to Reacton]\ncool."]  # its embed has no title: nothing quoted
+    assert len(rig.fake.posts(thread)) == 1
+
+
+@pytest.mark.parametrize("referenced", ["missing", "deleted"])
+async def test_a_reply_to_a_message_that_is_not_available_has_no_quote(rig: Rig, referenced: str):
+    gone = {"referenced_message": None} if referenced == "deleted" else {}  # deleted: null; not fetched: absent
+    payload = await rig.say(DANA, HOW_TO, type=19, **gone,
+                            message_reference={"message_id": "1180000000000000998", "channel_id": str(SUPPORT),
+                                               "guild_id": str(GUILD)})
+    assert await rig.said(int(payload["id"])) == [HOW_TO]
+    assert len(rig.fake.posts(int(payload["id"]))) == 1
+
+
+async def test_a_reply_quotes_the_bots_answer_and_the_detectors_do_not_read_it(rig: Rig):
+    first = await rig.say(DANA, HOW_TO)
+    thread = int(first["id"])
+    [answer] = rig.fake.messages_in(thread)
+    quoted = {k: v for k, v in answer.items() if k not in ("member", "nonce")}
+    await rig.say(DANA, "thanks!", channel=thread, type=19, referenced_message=quoted,
+                  message_reference={"message_id": answer["id"], "channel_id": str(thread), "guild_id": str(GUILD)})
+    said = await rig.said(thread)
+    assert said[1].startswith("[in reply to Baton]\n> ") and said[1].endswith("\nthanks!")
+    assert "connect-calendars" in said[1]
+
+
+async def test_a_reply_to_a_forward_whose_snapshot_lacks_its_type_is_read_and_the_gateway_stays_up(rig: Rig):
+    """Discord sends the snapshot of a replied-to forward without ``type`` (discord/discord-api-docs#7814),
+    which discord.py 2.7 cannot read: it would end the connection, and Baton with it."""
+    snapshot = {"type": 0, "content": "Our export is failing", "attachments": [], "embeds": [], "flags": 0,
+                "timestamp": "2026-11-23T09:00:00.000000+00:00", "edited_timestamp": None, "components": []}
+    forward = await rig.say(DANA, "", flags=16384, message_snapshots=[{"message": snapshot}],
+                            message_reference={"type": 1, "message_id": "1180000000000000997",
+                                               "channel_id": str(LOUNGE), "guild_id": str(GUILD)})
+    as_replied = {k: v for k, v in forward.items() if k not in ("member", "nonce")}
+    as_replied["message_snapshots"] = [{"message": {k: v for k, v in snapshot.items()
+                                                    if k in ("attachments", "content", "edited_timestamp", "embeds",
+                                                             "flags", "timestamp")}}]  # as reported: no type
+    reply = await rig.say(RIO, "Same here since Monday", type=19, referenced_message=as_replied,
+                          message_reference={"message_id": forward["id"], "channel_id": str(SUPPORT),
+                                             "guild_id": str(GUILD)})
+    assert await rig.said(int(reply["id"])) == ["[in reply to Dana]\n> [forwarded]\n> > Our export is failing\n"
+                                                "Same here since Monday"]
+    assert not rig.discord.client.is_closed() and not rig.discord.closed.done()
+
+
+async def test_a_message_discordpy_cannot_read_is_logged_and_the_next_one_is_answered(rig: Rig):
+    broken = rig.fake.message(SUPPORT, DANA, HOW_TO)
+    del broken["author"]
+    with structlog.testing.capture_logs() as logs:
+        await rig.fake.dispatch("MESSAGE_CREATE", broken)
+        after = await rig.say(DANA, HOW_TO)
+    assert len(rig.fake.posts(int(after["id"]))) == 1 and not rig.discord.closed.done()
+    [unreadable] = [e for e in logs if e["event"] == "discord_event_unreadable"]
+    assert unreadable["event_id"] == broken["id"] and "author" in unreadable["error"]
+
+
+@pytest.mark.parametrize(("fixture", "text"), [("message_create_sticker.json", "Message with text and sticker!\n"
+                                                                               "[sticker: sticker1]"),
+                                               ("message_create_sticker_only.json", "[sticker: Happy]")])
+async def test_recorded_stickers_are_stored_by_name(rig: Rig, recorded: Recorded, fixture: str, text: str):
+    payload = await recorded.send(fixture)
+    assert await rig.said(int(payload["id"])) == [text]
+    assert len(rig.fake.posts(int(payload["id"]))) == 1 and rig.discord.content_missing == 0
+
+
+async def test_recorded_a_webhooks_embed_is_read_by_its_title_and_not_answered(rig: Rig, recorded: Recorded):
+    payload = await recorded.send("message_create_webhook_embed.json")
+    assert payload["webhook_id"] and rig.fake.sent == [] and rig.discord.content_missing == 0
+    text = rig.discord.text_of(cached(rig, payload["id"]))
+    assert text == ("[embed: lamdera/compiler Pull request opened: #92 Allow configuring <html lang> via "
+                    "html-lang file]")
+
+
+async def test_recorded_a_link_preview_added_later_is_not_an_edit(rig: Rig, recorded: Recorded):
+    link = await recorded.send("message_create_link.json")
+    thread = int(link["id"])
+    assert len(rig.fake.posts(thread)) == 1 and await rig.decisions(thread) == 1
+    update = await recorded.send("message_update_link_preview.json")
+    assert update["id"] == link["id"] and update["embeds"] and update["edited_timestamp"] is None
+    assert await rig.edits() == 0 and await rig.decisions(thread) == 1 and len(rig.fake.posts(thread)) == 1
+    assert await rig.said(thread) == ["https://www.youtube.com/watch?v=zAFDQH19pV4"]
+    # The same update with an edit time is an edit.
+    edited = "2026-11-23T10:00:00.000000+00:00"
+    await rig.fake.dispatch("MESSAGE_UPDATE", {**update, "edited_timestamp": edited})
+    await rig.discord.tracker.wait(f"{thread}:edit:{edited}")  # the inbox worked on it
+    assert await rig.edits() == 1
+
+
+async def test_recorded_a_thread_a_customer_opens_on_a_message_is_one_conversation(rig: Rig, recorded: Recorded):
+    top = await recorded.send("message_create_top_level.json", wait=False)  # Rio asks
+    thread = int(top["id"])
+    await recorded.send("message_update_has_thread.json")  # flagged HAS_THREAD: not an edit
+    opened = await recorded.send("thread_create_on_message.json")  # Dana opens a thread on it by hand
+    assert int(opened["id"]) == thread and int(opened["parent_id"]) == SUPPORT
+    starter = await recorded.send("message_create_thread_starter.json", wait=False)  # type 21: not a customer's
+    await recorded.settle(top, starter)
+    inside = await recorded.send("message_create_first_in_thread.json")  # Dana writes in it
+    assert int(inside["channel_id"]) == thread
+    assert await rig.said(thread) == ["test", "First message inside thread"]
+    assert rig.fake.threads_started == [] and rig.fake.posts(SUPPORT) == []  # answered in the customer's thread
+    assert len(rig.fake.posts(thread)) == 2 and await rig.decisions(thread) == 2 and await rig.edits() == 0
+
+
+async def test_recorded_a_thread_opened_by_hand_on_no_message_is_served_in_it(rig: Rig, recorded: Recorded):
+    system = await recorded.send("message_create_thread_created.json")  # type 18 in the channel: ignored
+    opened = await recorded.send("thread_create.json")
+    thread = int(opened["id"])
+    inside = await recorded.send("message_create_in_thread.json")
+    assert int(inside["channel_id"]) == thread and system["type"] == 18
+    assert await rig.said(thread) == ["Thread message"]  # the system message is not the customer's
+    assert len(rig.fake.posts(thread)) == 1 and rig.fake.posts(SUPPORT) == []
+    assert rig.fake.threads_started == [] and rig.fake.thread_requests == []
+
+
+async def test_a_staff_reply_after_a_restart_reaches_an_archived_thread_opened_by_hand(
+        store: Store, bot: Engine, fake_discord: FakeDiscord, fake_slack: tuple[FakeSlack, str]):
+    """The thread hangs on no message (opening one is refused as "Unknown Message"), and neither the new
+    process's cache nor the gateway knows it (archived threads are not sent on connect): it is found by
+    asking Discord, and the reply goes into it."""
+    rig = await make_rig(Service(bot, store), fake_discord, fake_slack)
+    try:
+        opened = await Recorded(rig).send("thread_create.json")
+        thread = int(opened["id"])
+        await rig.say(DANA, DISPUTE, channel=thread)
+        [card] = [p for p in rig.slack.fake.posts(INTERNAL) if not p.get("thread_ts")]
+        conversation = await rig.conversation(thread)
+    finally:
+        await rig.discord.stop()
+        await rig.slack.close()
+    fake_discord.channels[thread]["thread_metadata"]["archived"] = True  # quiet for days
+    again = await make_rig(Service(bot, store), fake_discord, fake_slack)
+    try:
+        assert again.discord.client.get_channel(thread) is None
+        assert await again.slack.click("U0SAM", blocks.CLAIM, conversation.id, card["posted_ts"]) == 200
+        await again.slack.click("U0SAM", blocks.SEND, conversation.id, card["posted_ts"])
+        view = again.slack.fake.ok("views.open")[-1].args["view"]
+        assert await again.slack.submit("U0SAM", view, "We refunded the duplicate charge.") == 200
+        await again.slack.settle()
+        assert fake_discord.posts(thread)[-1].body["content"].endswith("We refunded the duplicate charge.")
+        assert fake_discord.threads_started == [] and len(fake_discord.thread_requests) == 1  # refused: not a message
+        assert fake_discord.posts(SUPPORT) == []
+    finally:
+        await again.discord.stop()
+        await again.slack.close()
+
+
+async def test_recorded_a_forum_post_and_its_reply_are_one_conversation(rig: Rig, recorded: Recorded):
+    opened = await recorded.send("thread_create_forum_post.json")
+    post = int(opened["id"])
+    first = await recorded.send("message_create_forum_post.json")
+    assert int(first["id"]) == post  # a post's first message has the thread's id
+    await recorded.send("message_create_forum_reply.json")
+    assert await rig.said(post, channel=FORUM) == ["The text of the post", "A reply to the post"]
+    assert len(rig.fake.posts(post)) == 2 and rig.fake.threads_started == []
+
+
+async def test_a_message_is_cut_at_discords_longest_before_triage(rig: Rig):
+    payload = await rig.say(DANA, "How do I export my notes? " + "x" * 5000)
+    [text] = await rig.said(int(payload["id"]))
+    assert len(text) == TEXT_LIMIT == 4000 and text.startswith("How do I export my notes? xxx")
+
+
+# ---- nothing a customer typed can notify anyone through the bot ----
+
+NOTIFIES = re.compile(r"@(?:everyone|here)|<@[!&]?\d+>")
+"""What Discord would turn into a notification, anywhere in a text."""
+
+
+def test_inert_text_reads_the_same_and_notifies_nobody():
+    text = f"@everyone @here everyone@here <@{DANA}> <@!{DANA}> <@&{STAFF_ROLE}> dana@example.com #general"
+    made = inert(text)
+    assert not NOTIFIES.search(made) and made.replace("\u200b", "") == text
+
+
+async def test_nothing_a_customer_typed_notifies_anyone_in_any_post_of_the_bot(rig: Rig):
+    """Display name, message text, meeting name (read back) and file name carry @everyone, @here, a user
+    and a role mention: every post (questions, the read-back, the handoff notice, a staff reply) and the
+    thread the bot opens notify nobody, send no mention and no link preview."""
+    pings = f"@everyone @here <@{SAM}> <@&{STAFF_ROLE}>"
+    screenshot = {"id": "1180000000000000950", "filename": f"{pings}.png", "size": 10, "content_type": "image/png",
+                  "url": "https://cdn.example/x.png", "proxy_url": "https://cdn.example/p/x.png"}
+    first = await rig.say(MALLORY, f'{pings} The recording of our meeting "everyone@here sync" is missing',
+                          attachments=[screenshot])
+    thread = int(first["id"])
+    await rig.say(MALLORY, f"{pings} it was yesterday at 3pm PST", channel=thread)
+    await rig.say(MALLORY, "yes", channel=thread)
+    conversation = await rig.conversation(thread)
+    [card] = [p for p in rig.slack.fake.posts(INTERNAL) if not p.get("thread_ts")]
+    await rig.slack.click("U0SAM", blocks.SEND, conversation.id, card["posted_ts"])
+    view = rig.slack.fake.ok("views.open")[0].args["view"]
+    assert await rig.slack.submit("U0SAM", view, "Thanks team@everyone, we are on it.") == 200
+    await rig.slack.settle()
+
+    kinds = {r["kind"] for r in await rig.service.store.outbox_of(conversation.id)
+             if r["status"] == "sent" and r["kind"] in ("reply", "ask_details", "staff_reply")}
+    assert kinds == {"reply", "ask_details", "staff_reply"}
+    posts = rig.fake.posts(thread)
+    assert len(posts) >= 4 and rig.fake.posts(SUPPORT) == []
+    assert any("everyone@\u200bhere sync" in p.body["content"] for p in posts)  # the read-back echoes it, inert
+    assert any("team@\u200beveryone" in p.body["content"] for p in posts)  # the staff reply too
+    for post in posts:
+        assert post.body["allowed_mentions"] == {"parse": []}
+        assert post.body["flags"] & 4  # SUPPRESS_EMBEDS: no link previews
+        assert not NOTIFIES.search(post.body["content"]), post.body["content"]
+    [opened] = rig.fake.thread_requests
+    assert not NOTIFIES.search(opened["name"]) and opened["name"].replace("\u200b", "").startswith("@everyone")
+
+
+# ---- catching up from the stored cursors ----
+
+
+def history_requests(fake: FakeDiscord, place: int) -> int:
+    return sum(1 for method, path in fake.requests if method == "GET" and path == f"/channels/{place}/messages")
+
+
+async def test_a_resume_with_a_stale_cache_fetches_what_only_the_history_has(rig: Rig):
+    first = await rig.say(DANA, HOW_TO)
+    thread = int(first["id"])
+    cached_thread = rig.discord.client.get_channel(thread)
+    assert cached_thread is not None and cached_thread.last_message_id == int(rig.fake.posts(thread)[0].id)
+    # Written while the gateway was away and not replayed on resume: only the history endpoint has it. The
+    # client's cache still says the bot's answer is the thread's last message, and so does the cursor.
+    missed = await rig.fake.say(DANA, "How do I export notes to HubSpot?", channel=thread, live=False)
+    assert rig.discord.client.get_channel(thread).last_message_id < int(missed["id"])  # type: ignore[union-attr]
+    await rig.fake.reconnect()
+    await rig.discord.tracker.wait(f"catch-up:{rig.discord.catch_ups + 1}")
+    await rig.slack.settle()
+    assert rig.fake.resumes == 1 and rig.fake.identifies == 1
+    assert await rig.said(thread) == [HOW_TO, "How do I export notes to HubSpot?"]
+    assert len(rig.fake.posts(thread)) == 2  # answered once
+    asked = history_requests(rig.fake, thread)
+    assert asked >= 1
+    await rig.discord.tracker.wait(str(rig.fake.posts(thread)[-1].id))  # the gateway told of the answer, read
+    await rig.fake.reconnect()  # nothing new: the thread's history is not even asked for
+    await rig.discord.tracker.wait(f"catch-up:{rig.discord.catch_ups + 1}")
+    await rig.slack.settle()
+    assert history_requests(rig.fake, thread) == asked and len(rig.fake.posts(thread)) == 2
+
+
+async def test_a_thread_opened_by_hand_while_the_gateway_was_away_is_caught_up(rig: Rig, recorded: Recorded):
+    await recorded.send("message_create_thread_created.json")  # so the channel's cursor is before the thread
+    event, opened = recorded.load("thread_create.json")
+    thread = int(opened["id"])
+    rig.fake.channels[thread] = opened  # opened, and written in, while away: no gateway event
+    missed = await rig.fake.say(DANA, HOW_TO, channel=thread, live=False)
+    await rig.fake.reconnect()
+    await rig.discord.tracker.wait(f"catch-up:{rig.discord.catch_ups + 1}")
+    await rig.slack.settle()
+    assert await rig.said(thread) == [HOW_TO] and int(missed["id"]) > thread
+    assert len(rig.fake.posts(thread)) == 1 and rig.fake.threads_started == []
+
 
 logging.getLogger("discord").setLevel(logging.WARNING)
