@@ -34,6 +34,9 @@ class MessageEvent(_Payload):
     event_ts: str | None = None
     thread_ts: str | None = None
     user: str | None = None
+    user_team: str | None = None
+    team: str | None = None
+    user_profile: dict[str, Any] | None = None
     bot_id: str | None = None
     subtype: str | None = None
     text: str | None = None
