@@ -14,11 +14,9 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import re
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +27,11 @@ import structlog
 from aiohttp import ClientConnectorError, ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from dotenv import dotenv_values
 from pydantic import ValidationError
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.request.internals import parse_body
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -267,17 +266,25 @@ class SlackAdapter(Platform):
         if not self._signed(body, request.headers):
             log.warning("slack_request_refused", status=401, reason="bad, stale or missing signature")
             return web.json_response({"ok": False, "error": "invalid signature"}, status=401)
-        if (problem := _unreadable(body, request.content_type)) is not None:
+        # Bolt reads the body by the Content-Type header as sent (text/plain with a body starting "{" is JSON)
+        content_type = request.headers.get("Content-Type", "").split(";")[0] or None
+        if (problem := _unreadable(body, content_type)) is not None:
             log.warning("slack_request_refused", status=400, reason=problem)
             return web.json_response({"ok": False, "error": problem}, status=400)
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        bolt_request = AsyncBoltRequest(body=body.decode(), query=request.query_string,
+                                        headers=dict(request.headers))  # cannot raise: _unreadable ran its parse
+        response = await self.app.async_dispatch(bolt_request)
+        if response.status == 404:  # signed, well formed, and nothing here handles it: acknowledged, ignored
+            log.info("slack_request_ignored", type=bolt_request.body.get("type"))
+            return web.Response(status=200)
         return await to_aiohttp_response(response)
 
     def _signed(self, body: bytes, headers: Mapping[str, str]) -> bool:
         """Slack's v0 signature over the raw bytes, at most 5 minutes old. (slack-sdk's verifier decodes
         the body as UTF-8 first, so it cannot judge a garbled body: it raises.)"""
         stamp, signature = headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
-        if not stamp.isdigit() or not signature or abs(time.time() - int(stamp)) > SIGNATURE_MAX_AGE:
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12 or not signature \
+                or abs(int(time.time()) - int(stamp)) > SIGNATURE_MAX_AGE:
             return False
         expected = hmac.new(self._secret, b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(f"v0={expected}", signature)
@@ -473,8 +480,9 @@ class SlackAdapter(Platform):
             tz, team, known = info.get("tz"), team or info.get("team_id"), True
         except (SlackApiError, ClientError, TimeoutError) as exc:
             log.warning("users_info_failed", user=user, error=_error(exc))  # carry on without name and zone
-        if not name and profile:
-            name = profile.get("display_name") or profile.get("real_name") or profile.get("name")
+        if not name and profile:  # the event's own copy of the profile: only its text fields count
+            name = next((v for k in ("display_name", "real_name", "name") if isinstance(v := profile.get(k), str)
+                         and v), None)
         staff = team is not None and team == self.team_id
         person = Person(id=user, name=name or None, role=Role.staff if staff else Role.customer,
                         organisation=None if staff else team, timezone=tz)
@@ -763,23 +771,53 @@ class SlackAdapter(Platform):
             return None
 
 
-def _unreadable(body: bytes, content_type: str) -> str | None:
+def _unreadable(body: bytes, content_type: str | None) -> str | None:
     """Why a signed request body cannot be read (``None`` when it can): Slack sends UTF-8 JSON (events)
-    or a form whose ``payload`` is JSON (interactions)."""
+    or a form whose ``payload`` is JSON (interactions). Parsed exactly as Bolt will parse it, then checked
+    for the shapes Bolt's own routing reads without checking (it raises on anything else)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return "the body is not UTF-8"
     try:
-        if content_type == "application/json":
-            parsed = json.loads(text)
-            return None if isinstance(parsed, dict) else "the body is not a JSON object"
-        form = urllib.parse.parse_qs(text, strict_parsing=bool(text))
-        if "payload" in form:
-            parsed = json.loads(form["payload"][0])
-            return None if isinstance(parsed, dict) else "the payload is not a JSON object"
+        parsed = parse_body(text, content_type)
     except (ValueError, RecursionError):
         return "the body does not parse"
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+        return "not a Slack event or interaction"
+    return _unroutable(parsed)
+
+
+_IDS = (str, dict, type(None))
+"""What Bolt accepts for ``user``, ``channel``, ``team`` and ``enterprise`` (an id, or an object with one)."""
+
+
+def _unroutable(body: dict[str, Any]) -> str | None:
+    """What in a parsed payload Bolt's context building and listener matching would raise on."""
+    if not isinstance(body.get("authorizations"), list | type(None)) or \
+            not all(isinstance(a, dict) for a in body.get("authorizations") or []):
+        return "authorizations is not a list of objects"
+    event = body.get("event", {})
+    if not isinstance(event, dict):
+        return "event is not an object"
+    for where, payload in (("", body), ("event.", event)):
+        for name in ("user", "channel", "team", "enterprise"):
+            if not isinstance(payload.get(name), _IDS):
+                return f"{where}{name} is neither an id nor an object"
+    kind = body["type"]
+    if kind == "block_actions":
+        actions = body.get("actions")
+        if not (isinstance(actions, list) and actions and
+                all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)):
+            return "block_actions without a list of actions with ids"
+    elif kind in ("view_submission", "view_closed"):
+        view = body.get("view")
+        if not (isinstance(view, dict) and isinstance(view.get("callback_id"), str)):
+            return f"{kind} without a view with a callback id"
+    elif kind in ("shortcut", "message_action") and not isinstance(body.get("callback_id"), str):
+        return f"{kind} without a callback id"
+    elif kind in ("block_suggestion", "dialog_suggestion") and not isinstance(body.get("action_id"), str):
+        return f"{kind} without an action id"
     return None
 
 

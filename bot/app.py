@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.engine import Engine
 from bot.inbox import Inbox, Tracker
@@ -168,6 +170,7 @@ class Application:
     def web_app(self) -> web.Application:
         """Every platform's routes, ``GET /healthz`` (readiness: 200 only when events can be handled and
         stored) and ``GET /livez`` (liveness: the process answers)."""
+        _quiet_bad_requests()
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/healthz", self._ready)
         app.router.add_get("/livez", self._live)
@@ -192,3 +195,21 @@ class Application:
 
 
 __all__ = ["Application", "PlatformConfigError", "Role"]
+
+
+class _BadRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse (a header over 8 KB, too many headers) with 400 itself,
+    and logs it as "Error handling request" at ERROR with a traceback: one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 500) < 500:
+            log.warning("http_request_refused", status=error.code, reason=error.message.strip().splitlines()[0][:200])
+            return False
+        return True
+
+
+def _quiet_bad_requests() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequests) for f in logger.filters):
+        logger.addFilter(_BadRequests())

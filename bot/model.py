@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class Severity(enum.IntEnum):
@@ -55,13 +55,27 @@ class ConversationState(enum.StrEnum):
     resolved = "resolved"
 
 
+def _storable(value: str) -> str:
+    """Text every store and tokenizer takes: a lone surrogate (a JSON ``\\ud83d`` escape carries one, and
+    UTF-8 cannot encode it) and NUL (PostgreSQL's text refuses it) each become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+Storable = Annotated[str, AfterValidator(_storable)]
+"""A platform's text as Baton keeps it (see :func:`_storable`)."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Person(_Frozen):
     id: str
-    name: str | None = None
+    name: Storable | None = None
     role: Role = Role.customer
     organisation: str | None = None
     """The customer's organisation when the platform tells it (a Slack Connect customer's team id);
@@ -79,7 +93,7 @@ class Message(_Frozen):
     thread: str | None
     """The platform's thread key; ``None`` for a top-level message that starts a thread."""
     author: Person
-    text: str
+    text: Storable
     at: datetime
     event_id: str
     """The platform's own id for the event carrying this message; the inbox dedupes on it."""

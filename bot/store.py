@@ -257,6 +257,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     return engine
 
 
+URGENT_RUN = 8
+"""At most this many urgent holders of SQLite's connection in a row while a turn waits for it."""
+
+
 class _Gate:
     """SQLite's one connection, handed out in order, except that urgent work (storing an event before
     it is acknowledged, a health check) goes before the turns waiting for it."""
@@ -265,6 +269,8 @@ class _Gate:
         self._busy = False
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._normal: deque[asyncio.Future[None]] = deque()
+        self._run = 0
+        """Urgent holders handed the connection in a row while others waited."""
 
     @contextlib.asynccontextmanager
     async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
@@ -288,13 +294,17 @@ class _Gate:
             self._release()
 
     def _release(self) -> None:
-        for queue in (self._urgent, self._normal):
+        # urgent work goes first, but never more than URGENT_RUN times in a row while a turn waits: a steady
+        # stream of events to store would otherwise keep every worker waiting for as long as it lasts
+        order = (self._normal, self._urgent) if self._run >= URGENT_RUN else (self._urgent, self._normal)
+        for queue in order:
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():
+                    self._run = self._run + 1 if queue is self._urgent else 0
                     waiter.set_result(None)  # the next holder; still busy
                     return
-        self._busy = False
+        self._busy, self._run = False, 0
 
 
 def _now() -> datetime:
