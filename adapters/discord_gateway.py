@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import discord
@@ -38,7 +38,7 @@ from discord.http import Route
 
 from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
-from bot.platform import Platform, PlatformConfigError
+from bot.platform import Platform, PlatformConfigError, remember
 from bot.service import thread_of
 from bot.settings import Settings
 from bot.store import Inbound
@@ -442,7 +442,7 @@ class DiscordAdapter(Platform):
                 cached = frozenset(int(r) for r in member.get("roles", ()))
             except discord.NotFound:
                 cached = frozenset()  # left the server: a customer's message all the same
-            _remember(self._roles, key, cached)
+            remember(self._roles, key, cached)
         return cached
 
     async def _place(self, channel: Any) -> tuple[int, int | None] | None:
@@ -466,7 +466,7 @@ class DiscordAdapter(Platform):
         return (parent, channel.id) if parent in self.config.channels else None
 
     def remember_thread(self, thread: int, parent: int | None) -> None:
-        _remember(self._parents, thread, parent)
+        remember(self._parents, thread, parent)
 
     # ---- catching up after a reconnect or a restart ----
 
@@ -659,7 +659,7 @@ class DiscordAdapter(Platform):
                 pass  # a thread opened by hand, with no message to hang on: answer in it
             elif exc.code != THREAD_ALREADY_CREATED:
                 raise
-        _remember(self._threads_made, thread, None)
+        remember(self._threads_made, thread, None)
         self.remember_thread(thread, parent)
         return thread
 
@@ -701,8 +701,9 @@ def _repaired(data: Any) -> Any:
 
 def inert(text: str) -> str:
     """``text`` that notifies nobody wherever it is posted or copied: a zero-width space after the ``@``
-    of every @everyone, @here, user and role mention (it reads the same)."""
-    return _PING.sub("@\u200b\\1", text)
+    of every @everyone, @here, user and role mention (it reads the same); and no masked link
+    (``[Reset password](https://…)``) that a customer's words read back could turn into the bot's own."""
+    return _PING.sub("@\u200b\\1", text).replace("](", "]\\(")
 
 
 def _has_content(message: discord.Message) -> bool:
@@ -737,14 +738,3 @@ def _chunks(text: str, size: int) -> Iterable[str]:
 def _snowflake(at: datetime) -> int:
     """The smallest Discord ID of something made at ``at``."""
     return discord.utils.time_snowflake(at)
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _remember(cache: OrderedDict[K, V], key: K, value: V, limit: int = 10_000) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > limit:
-        cache.popitem(last=False)

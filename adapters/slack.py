@@ -42,7 +42,7 @@ from adapters import slack_payloads as payloads
 from bot.inbox import NotYet, Translated
 from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
-from bot.platform import Platform, PlatformConfigError
+from bot.platform import Platform, PlatformConfigError, remember
 from bot.policy import Policy
 from bot.settings import Settings
 from bot.store import Inbound, thread_key
@@ -271,9 +271,13 @@ class SlackAdapter(Platform):
         if (problem := _unreadable(body, content_type)) is not None:
             log.warning("slack_request_refused", status=400, reason=problem)
             return web.json_response({"ok": False, "error": problem}, status=400)
-        bolt_request = AsyncBoltRequest(body=body.decode(), query=request.query_string,
-                                        headers=dict(request.headers))  # cannot raise: _unreadable ran its parse
-        response = await self.app.async_dispatch(bolt_request)
+        try:  # Bolt builds the request's context from the payload's ids, and may raise on a shape it cannot read
+            bolt_request = AsyncBoltRequest(body=body.decode(), query=request.query_string,
+                                            headers=dict(request.headers))
+            response = await self.app.async_dispatch(bolt_request)
+        except Exception as exc:
+            log.warning("slack_request_refused", status=400, reason=f"unroutable: {type(exc).__name__}: {exc}"[:300])
+            return web.json_response({"ok": False, "error": "malformed payload"}, status=400)
         if response.status == 404:  # signed, well formed, and nothing here handles it: acknowledged, ignored
             log.info("slack_request_ignored", type=bolt_request.body.get("type"))
             return web.Response(status=200)
@@ -292,12 +296,20 @@ class SlackAdapter(Platform):
     # ---- inbound: events ----
 
     def _register(self) -> None:
+        self.app.error(self._on_error)
         self.app.middleware(self._store_event)
         self.app.action(blocks.CLAIM)(self._on_claim)
         self.app.action(re.compile(f"^{blocks.LOOP_IN}:"))(self._on_loop_in)
         self.app.action(blocks.SEND)(self._on_send)
         self.app.view(blocks.SEND_VIEW)(self._on_send_submitted)
         self.app.action(blocks.RESOLVE)(self._on_resolve)
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
+        """A payload Bolt or a listener could not read (a shape no model foresaw): one warning line, and a
+        400 when Slack is still waiting for the answer; never a traceback."""
+        log.warning("slack_payload_unreadable", type=body.get("type") if isinstance(body, dict) else None,
+                    error=f"{type(error).__name__}: {error}"[:300])
+        return BoltResponse(status=400, body="")
 
     async def _store_event(self, req: AsyncBoltRequest, resp: BoltResponse,
                            next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse:  # noqa: A002 (Bolt's name)
@@ -440,9 +452,9 @@ class SlackAdapter(Platform):
             if channel not in self._channel_cache:
                 try:
                     info = (await self.client.conversations_info(channel=channel))["channel"]
-                    _remember(self._channel_cache, channel, str(info.get("name") or channel))
+                    remember(self._channel_cache, channel, str(info.get("name") or channel))
                 except (SlackApiError, ClientError, TimeoutError, KeyError, TypeError):
-                    _remember(self._channel_cache, channel, channel)
+                    remember(self._channel_cache, channel, channel)
             names[channel] = self._channel_cache[channel]
         return names
 
@@ -487,7 +499,7 @@ class SlackAdapter(Platform):
         person = Person(id=user, name=name or None, role=Role.staff if staff else Role.customer,
                         organisation=None if staff else team, timezone=tz)
         if known:  # a failed lookup is tried again next time: it decides who is staff
-            _remember(self._people, user, person)
+            remember(self._people, user, person)
         return person
 
     # ---- inbound: interactions on the card ----
@@ -558,10 +570,13 @@ class SlackAdapter(Platform):
             if (clicked := await self._clicked(body)) is None:
                 return
             _, _, conversation = clicked
+            if (trigger := body.get("trigger_id")) is None or not isinstance(trigger, str):
+                log.warning("slack_interaction_rejected", kind="block_actions", reason="no trigger_id to open a modal")
+                return
             draft = await self.service.draft(conversation.id)
             view = blocks.send_modal(conversation.id, conversation.customer.name or "the customer", draft)
-            await self.client.views_open(trigger_id=body["trigger_id"], view=view)  # must be within 3 s
-        except SlackApiError as exc:
+            await self.client.views_open(trigger_id=trigger, view=view)  # must be within 3 s
+        except (SlackApiError, ClientError, TimeoutError) as exc:
             log.warning("views_open_failed", error=_error(exc))
         finally:
             await self.tracker.done(_trigger(body))
@@ -580,15 +595,13 @@ class SlackAdapter(Platform):
                             action=blocks.SEND_VIEW, reason="not a member of the installing workspace")
                 await ack(response_action="errors", errors={blocks.MESSAGE_BLOCK: NOT_STAFF})
                 return
-            metadata = view.get("private_metadata")
-            conversation = await self.service.store.get_conversation(metadata) if isinstance(metadata, str) else None
+            conversation = await self.service.store.get_conversation(view.private_metadata)
             if conversation is None:
                 await ack(response_action="errors", errors={
                     blocks.MESSAGE_BLOCK: "This conversation is not in Baton's records any more."})
                 return
-            value = (((view.get("state") or {}).get("values") or {}).get(blocks.MESSAGE_BLOCK) or {}) \
-                .get(blocks.MESSAGE_INPUT, {}).get("value")
-            text = value if isinstance(value, str) else ""
+            typed = view.state.values.get(blocks.MESSAGE_BLOCK, {}).get(blocks.MESSAGE_INPUT)
+            text = typed.value or "" if typed is not None else ""
             if problems := self.service.check_staff_text(conversation, text):
                 await ack(response_action="errors", errors={blocks.MESSAGE_BLOCK: "; ".join(problems)[:1900]})
                 return
@@ -597,7 +610,7 @@ class SlackAdapter(Platform):
             person = await self._person(who, self.team_id, None)
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             await self.service.send_to_customer(conversation.id, who, person.name, text,
-                                                source=f"view:{view.get('id')}:{digest}")
+                                                source=f"view:{view.id}:{digest}")
         finally:
             await self.tracker.done(_trigger(body))
 
@@ -619,7 +632,7 @@ class SlackAdapter(Platform):
                         if isinstance(place, dict) and isinstance(place.get(key), str)), None)
         try:
             await self.client.chat_postEphemeral(channel=channel or self.config.internal_channel, user=user, text=text)
-        except SlackApiError as exc:
+        except (SlackApiError, ClientError, TimeoutError) as exc:
             log.warning("ephemeral_failed", error=_error(exc))
 
     # ---- outbound: the outbox's transport ----
@@ -717,8 +730,9 @@ class SlackAdapter(Platform):
             return {"skipped": "no handoff for this conversation"}
         if action.kind == "open_handoff":
             if handoff.card_ts:  # raised while already handed over: say so in the thread
+                why = "; ".join(handoff.brief.get("why_now") or action.reasons)
                 text = (f"{blocks.mention(self.config.groups.get(action.route))} severity raised to "
-                        f"*{action.severity}*: " + "; ".join(handoff.brief.get("why_now") or action.reasons))
+                        f"*{action.severity}*: {blocks.escape(why)}")
                 response = await self._post(channel=handoff.card_channel or internal, thread_ts=handoff.card_ts,
                                             text=text, metadata=metadata)
                 return {"ts": response["ts"]}
@@ -845,9 +859,3 @@ def _retry_after(headers: Mapping[str, Any]) -> float:
             with contextlib.suppress(ValueError):
                 return max(0.0, float(value))
     return 1.0
-
-
-def _remember(cache: OrderedDict[str, Any], key: str, value: Any, limit: int = 5000) -> None:
-    cache[key] = value
-    while len(cache) > limit:
-        cache.popitem(last=False)

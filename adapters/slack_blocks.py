@@ -6,11 +6,12 @@ every change (claim, loop-in, SLA, resolve), so what staff see is always what th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from adapters import slack_markup as markup
+from bot.guard import BROADCAST
 from bot.model import ConversationState, Handoff
 from bot.policy import Policy
 
@@ -24,7 +25,6 @@ MESSAGE_BLOCK, MESSAGE_INPUT = "message", "text"
 _SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
                   "low": ":white_circle:"}
 _MAX_TEXT = 2900  # a section's text is limited to 3000 characters
-_BROADCAST = re.compile(r"(?<![\w@])@(?=(?:everyone|here|channel)\b)", re.I)
 
 
 def mention(target: str | None) -> str:
@@ -45,8 +45,7 @@ def escape(text: str) -> str:
     ``&``, ``<`` and ``>`` escaped, so no ``<!channel>``, ``<@U…>`` or ``<!subteam^…>`` markup survives, and
     a word joiner after the ``@`` of a bare ``@here``/``@channel``/``@everyone``, which Slack would
     otherwise parse in a message posted with ``link_names``, or in a block's mrkdwn."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _BROADCAST.sub("@\u2060", escaped)
+    return BROADCAST.sub("@\u2060\\1", markup.escape(text))
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 def _inline(element: dict[str, Any]) -> str:
     kind = element.get("type")
     if kind == "text":
-        return _escape(_str(element.get("text")))
+        return escape(_str(element.get("text")))
     if kind == "user":
         return f"<@{_str(element.get('user_id'))}>"
     if kind == "channel":
@@ -124,11 +124,11 @@ def _inline(element: dict[str, Any]) -> str:
         return f"<!{_str(element.get('range'))}>"
     if kind == "link":
         url, text = _str(element.get("url")), _str(element.get("text"))
-        return f"<{url}|{_escape(text)}>" if text else f"<{url}>"
+        return f"<{url}|{escape(text)}>" if text else f"<{url}>"
     if kind == "emoji":
         return f":{_str(element.get('name'))}:"
     if kind == "date":
-        return _escape(_str(element.get("fallback")))
+        return escape(_str(element.get("fallback")))
     return ""
 
 
@@ -157,13 +157,11 @@ def shared(attachments: Any) -> list[tuple[str | None, str, str | None]]:
 
 def files(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The file objects of a message (its own, then those of what it forwards), well-formed ones only."""
-    out = [f for f in event.get("files") or [] if isinstance(f, dict) and isinstance(f.get("id", ""), str)] \
-        if isinstance(event.get("files"), list) else []
-    for item in event.get("attachments") or [] if isinstance(event.get("attachments"), list) else []:
-        if isinstance(item, dict) and (item.get("is_share") or item.get("is_msg_unfurl")) \
-                and isinstance(item.get("files"), list):
-            out += [f for f in item["files"] if isinstance(f, dict)]
-    return out[:50]
+    found = _dicts(event.get("files"))
+    for item in _dicts(event.get("attachments")):
+        if item.get("is_share") or item.get("is_msg_unfurl"):
+            found += _dicts(item.get("files"))
+    return found[:50]
 
 
 def needs_lookup(file: Mapping[str, Any]) -> bool:
@@ -175,5 +173,6 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """Text as Slack's own escaping has it: ``&``, ``<`` and ``>`` as entities."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

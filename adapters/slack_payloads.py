@@ -67,12 +67,28 @@ class Click(_Payload):
     actions: list[Action]
 
 
+class Input(_Payload):
+    value: str | None = None
+
+
+class State(_Payload):
+    values: dict[str, dict[str, Input]] = {}
+    """Block id -> action id -> what was typed."""
+
+
+class View(_Payload):
+    id: str | None = None
+    private_metadata: str = ""
+    """The conversation id the modal was opened for."""
+    state: State = State()
+
+
 class Submission(_Payload):
     """A ``view_submission`` payload: the "Send to customer" modal."""
 
     user: User
     trigger_id: str | None = None
-    view: dict[str, Any]
+    view: View
 
 
 def reason(error: ValidationError) -> str:

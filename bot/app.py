@@ -194,9 +194,6 @@ class Application:
         return web.json_response({"ok": True})
 
 
-__all__ = ["Application", "PlatformConfigError", "Role"]
-
-
 class _BadRequests(logging.Filter):
     """aiohttp answers a request it cannot parse (a header over 8 KB, too many headers) with 400 itself,
     and logs it as "Error handling request" at ERROR with a traceback: one warning line instead."""
@@ -204,7 +201,8 @@ class _BadRequests(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError) and 400 <= (error.code or 500) < 500:
-            log.warning("http_request_refused", status=error.code, reason=error.message.strip().splitlines()[0][:200])
+            lines = error.message.strip().splitlines() or ["bad request"]
+            log.warning("http_request_refused", status=error.code, reason=lines[0][:200])
             return False
         return True
 
@@ -213,3 +211,6 @@ def _quiet_bad_requests() -> None:
     logger = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _BadRequests) for f in logger.filters):
         logger.addFilter(_BadRequests())
+
+
+__all__ = ["Application", "PlatformConfigError", "Role"]

@@ -25,8 +25,10 @@ _NOT_A_NAME = frozenset({"there", "again", "all", "team", "everyone", "folks", "
 _SLACK_GROUP = re.compile(r"\b[SG]0[0-9A-Z]{6,}\b|<!subteam\^[^>]+>")
 # What would notify people if a platform read it as markup: Slack's <!here>, <!channel>, <!everyone>,
 # <@U…>, <!subteam^…>; Discord's <@123>, <@!123>, <@&123>; and the bare broadcasts both know.
-_NOTIFIES = re.compile(r"<!(?:here|channel|everyone|subteam\^)[^>]*>|<@[!&]?[UW]?[0-9A-Z]+(?:\|[^>]*)?>"
-                       r"|(?<![\w@])@(?:everyone|here|channel)\b", re.I)
+BROADCAST = re.compile(r"(?<![\w@])@(everyone|here|channel)\b", re.I)
+"""A bare broadcast word, which Slack parses in mrkdwn or with name linking, and Discord always."""
+_NOTIFIES = re.compile(r"<!(?:here|channel|everyone|subteam\^)[^>]*>|<@[!&]?[UW]?[0-9A-Z]+(?:\|[^>]*)?>|"
+                       + BROADCAST.pattern, re.I)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ tests; the :class:`bot.app.Application` builds, starts and stops it with everyth
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -87,6 +88,19 @@ _REGISTRY: dict[str, tuple[str | Factory, Configured]] = {
     "slack": ("adapters.slack:from_app", lambda s: bool(s.slack_bot_token or s.slack_signing_secret)),
     "discord": ("adapters.discord_gateway:from_app", lambda s: bool(s.discord_token)),
 }
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(cache: OrderedDict[K, V], key: K, value: V, limit: int = 10_000) -> None:
+    """Keep ``value`` in a bounded cache (the oldest entry goes first): the people, channels and threads a
+    platform looks up once."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
 
 
 def register(name: str, factory: str | Factory, *, configured: Configured = lambda _settings: True) -> None:

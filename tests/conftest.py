@@ -15,11 +15,12 @@ from pathlib import Path
 import pg
 import pytest
 from discord_fake import FakeDiscord
-from slack_fake import FakeSlack
+from slack_fake import FakeSlack, Harness
 
 from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
 from bot.policy import Policy, load_policy
+from bot.service import Service
 from bot.store import Store
 from bot.testing import TestBot
 
@@ -112,6 +113,29 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """SQLite only, for tests of something other than the database (test_store.py covers both)."""
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
+    """The real Bolt app over HTTP on the store, against the local Web API fake."""
+    server, url = fake
+    harness = Harness(Service(bot, store), server, url)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.close()
 
 
 @pytest.fixture

@@ -865,3 +865,9 @@ async def test_a_thread_opened_by_hand_while_the_gateway_was_away_is_caught_up(r
 
 
 logging.getLogger("discord").setLevel(logging.WARNING)
+
+
+def test_a_masked_link_in_a_customers_words_is_not_a_link_in_the_bots_post():
+    posted = inert("Weekly [Reset your password](https://evil.example) Sync @everyone <@123456789012345678>")
+    assert "](" not in posted and "@everyone" not in posted and "<@123456789012345678>" not in posted
+    assert "Reset your password" in posted and "evil.example" in posted  # the words are all still there

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -36,15 +35,6 @@ from bot.store import Store
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=LA)  # a Friday, in business hours
 DISPUTE = "This is ridiculous. You charged us twice for November and I want a refund NOW."
-
-
-@pytest.fixture
-async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
-    server, url = fake
-    harness = Harness(Service(bot, store), server, url)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 def text_of(value: object) -> str:

@@ -29,7 +29,6 @@ import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,33 +52,16 @@ SIGNED_BUT_WRONG = frozenset({200, 400})
 refused (400); never 404 (Bolt's "unhandled request"), never 5xx."""
 
 
-async def harness(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
+@pytest.fixture
+async def slack_on_sqlite(fake: tuple[FakeSlack, str], sqlite_store: Store, bot: Engine) -> AsyncIterator[Harness]:
+    """The real app on SQLite, the store of a single process (one connection: the slowest to share)."""
     server, url = fake
-    running = Harness(Service(bot, store), server, url)
+    running = Harness(Service(bot, sqlite_store), server, url)
     await running.start()
     try:
         yield running
     finally:
         await running.close()
-
-
-@pytest.fixture
-async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
-    """The real app on each store (SQLite and PostgreSQL)."""
-    async for running in harness(fake, store, bot):
-        yield running
-
-
-@pytest.fixture
-async def slack_on_sqlite(fake: tuple[FakeSlack, str], tmp_path: Path, bot: Engine) -> AsyncIterator[Harness]:
-    """The real app on SQLite, the store of a single process (one connection: the slowest to share)."""
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
-    await store.migrate()
-    try:
-        async for running in harness(fake, store, bot):
-            yield running
-    finally:
-        await store.close()
 
 
 def customer(slack: Harness, user: str, text: str) -> dict[str, Any]:
@@ -747,3 +729,52 @@ async def test_a_500_kb_message_does_not_delay_the_acknowledgement_of_other_even
     assert p99 < 100, f"p99 {p99:.1f} ms"
     assert big_ack < 1.0
     [_reply] = [p for p in slack.fake.posts(SHARED) if p.get("thread_ts") == big["ts"]]  # and it was answered
+
+
+async def open_card(slack: Harness) -> tuple[str, str]:
+    """A billing dispute handed over: (conversation id, card ts), for payloads that reach a listener."""
+    event = customer(slack, "U0CCARD", "you charged us twice, I want a refund NOW")
+    assert (await slack.send_event(event))[0] == 200
+    await slack.settle()
+    [card] = [p for p in slack.fake.posts(INTERNAL) if not p.get("thread_ts")]
+    conversation = await slack.service.store.find_conversation("slack", HOST_TEAM, SHARED, event["ts"])
+    assert conversation is not None
+    return conversation.id, card["posted_ts"]
+
+
+def malformed_on_a_real_card(slack: Harness, conversation: str, card_ts: str) -> dict[str, dict[str, Any]]:
+    """Staff payloads on a real conversation whose other fields are wrong: they get past the staff and
+    conversation checks, into what the listeners read."""
+    click = slack.click_payload("U0SAM", blocks.SEND, conversation, card_ts)
+    submit = {"type": "view_submission", "team": {"id": HOST_TEAM}, "user": {"id": "U0SAM", "team_id": HOST_TEAM},
+              "trigger_id": "1.view.t", "view": {"id": "V1", "type": "modal", "callback_id": blocks.SEND_VIEW,
+                                                 "private_metadata": conversation}}
+    return {
+        "state is a string": {**submit, "view": {**submit["view"], "state": "state"}},
+        "state values a number": {**submit, "view": {**submit["view"], "state": {"values": 5}}},
+        "state input not an object": {**submit, "view": {**submit["view"], "state": {"values": {"message": {
+            "text": "x"}}}}},
+        "view without a type": {**submit, "view": {k: v for k, v in submit["view"].items() if k != "type"}},
+        "view of a workflow step": {**submit, "view": {**submit["view"], "type": "workflow_step"}},
+        "workflow_step_edit": {"type": "workflow_step_edit", "callback_id": "x", "user": {"id": "U0SAM"},
+                               "trigger_id": "2.t"},
+        "send without a trigger": {k: v for k, v in click.items() if k != "trigger_id"},
+        "response_urls a number": {**submit, "response_urls": 5},
+        "authorizations with a numeric team": {**click, "authorizations": [{"team": 5}]},
+        "no user, a numeric message user": {**{k: v for k, v in click.items() if k != "user"},
+                                            "message": {**click["message"], "user": 5}},
+    }
+
+
+async def test_malformed_interactions_on_a_real_card_get_a_clean_answer(slack: Harness):
+    conversation, card_ts = await open_card(slack)
+    before = len(slack.fake.posts(SHARED))
+    statuses = {}
+    with watching() as watch:
+        for name, payload in malformed_on_a_real_card(slack, conversation, card_ts).items():
+            statuses[name] = await slack.interact(payload, wait=False)
+        await slack.settle()
+    print(f"\nmalformed interactions on a real card: {statuses}")
+    assert all(status in (200, 400) for status in statuses.values()), statuses
+    assert watch.problems() == []
+    assert len(slack.fake.posts(SHARED)) == before  # no malformed submission sent anything to the customer

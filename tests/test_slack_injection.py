@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from slack_fake import CUSTOMER_TEAM, GROUPS, INTERNAL, PEOPLE, SHARED, FakeSlack, Harness
+from slack_fake import CUSTOMER_TEAM, GROUPS, INTERNAL, PEOPLE, SHARED, Harness
 from test_slack import START, in_thread
 
 from adapters import slack_blocks as blocks
 from adapters.slack_markup import Names, render, rich_text, wanted
-from bot.engine import Engine
 from bot.guard import Guard
 from bot.model import AskDetails, Reply, StaffReply
 from bot.policy import Policy
-from bot.service import Service
-from bot.store import Store
 
 # Anything Slack would turn into a notification in a posted message (raw markup, or a bare broadcast
 # word that a block's mrkdwn or name linking would parse).
@@ -35,15 +31,6 @@ STAFF = {user for user, person in PEOPLE.items() if person["team_id"] == "T0VEND
 # into a real broadcast or mention is markup (<!channel>).
 INJECTIONS = ["<!channel>", "&lt;!channel&gt;", "<!here|here>", "&lt;!here&gt;", "<!everyone>", "<@U0SAM>",
               "&lt;@U0SAM&gt;", "<!subteam^S0SUPPORT|@support>", "&lt;!subteam^S0SUPPORT&gt;", "@channel", "@here"]
-
-
-@pytest.fixture
-async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
-    server, url = fake
-    harness = Harness(Service(bot, store), server, url)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 def pings(post: dict) -> list[str]:

@@ -41,23 +41,12 @@ def fixture(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """SQLite only: what is under test is the translation, not the database (test_store.py covers both)."""
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
-async def slack(store: Store, bot: Engine) -> AsyncIterator[Harness]:
+async def slack(sqlite_store: Store, bot: Engine) -> AsyncIterator[Harness]:
     server = FakeSlack()
     recorded = fixture("files_info")  # what files.info answers for the Slack Connect file
     server.files[recorded["file"]["id"]] = recorded["file"]
     url = await server.start()
-    harness = Harness(Service(bot, store), server, url)
+    harness = Harness(Service(bot, sqlite_store), server, url)
     await harness.start()
     try:
         yield harness

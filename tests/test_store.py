@@ -169,3 +169,37 @@ async def test_a_cursor_only_moves_forward(store):
     assert await store.cursors_of("discord") == {"100": 5, "200": 2**62}
     await store.advance_cursor("discord", "100", 9)
     assert (await store.cursors_of("discord"))["100"] == 9 and await store.cursors_of("slack") == {}
+
+
+async def test_a_stream_of_urgent_work_cannot_starve_a_waiting_turn_on_sqlite():
+    """Storing events goes before the turns waiting for SQLite's connection, but at most URGENT_RUN
+    times in a row: a steady stream of events would otherwise keep every worker waiting."""
+    from bot.store import URGENT_RUN, _Gate
+
+    gate, order = _Gate(), []
+
+    async def one(name: str, urgent: bool) -> None:
+        async with gate.hold(urgent=urgent):
+            order.append(name)
+
+    async with gate.hold():  # busy: everyone below queues up
+        turn = asyncio.create_task(one("turn", False))
+        events = [asyncio.create_task(one(f"event {n}", True)) for n in range(3 * URGENT_RUN)]
+        while len(gate._urgent) + len(gate._normal) < len(events) + 1:
+            await asyncio.sleep(0)  # a yield, not a wait: until every task is queued
+    await asyncio.gather(turn, *events)
+    assert order.index("turn") == URGENT_RUN  # after URGENT_RUN events, not after all of them
+    assert order[:URGENT_RUN] == [f"event {n}" for n in range(URGENT_RUN)]
+
+
+async def test_text_no_database_can_keep_is_repaired_not_refused(store):
+    """A lone surrogate (a JSON "\\ud83d" escape) cannot be encoded as UTF-8 and NUL is refused by
+    PostgreSQL: each becomes U+FFFD, and the message is stored."""
+    message = Message(platform="slack", workspace="T1", channel="C1", thread="1.0", author=Person(id="U1"),
+                      text="broken \ud83d emoji and a \x00 byte", at=datetime.now(UTC), event_id="e-repair")
+    assert message.text == "broken \ufffd emoji and a \ufffd byte"
+    async with store.transaction():
+        conversation, _ = await store.conversation_for(message)
+        await store.record_message(conversation.id, message)
+    [line] = await store.transcript(conversation.id)
+    assert line["text"] == "broken \ufffd emoji and a \ufffd byte"
