@@ -101,12 +101,7 @@ def postgres_server() -> Iterator[str]:
 _fresh_pg_database = pg.fresh_database
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}"
-    else:
-        url = await _fresh_pg_database(request.getfixturevalue("postgres_server"))
+async def _migrated(url: str) -> AsyncIterator[Store]:
     s = Store(url)
     await s.migrate()
     try:
@@ -115,27 +110,29 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}"
+    else:
+        url = await _fresh_pg_database(request.getfixturevalue("postgres_server"))
+    async for s in _migrated(url):
+        yield s
+
+
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     """SQLite only, for tests of something other than the database (test_store.py covers both)."""
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
-    await s.migrate()
-    try:
+    async for s in _migrated(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}"):
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture
 async def slack(fake: tuple[FakeSlack, str], store: Store, bot: Engine) -> AsyncIterator[Harness]:
     """The real Bolt app over HTTP on the store, against the local Web API fake."""
     server, url = fake
-    harness = Harness(Service(bot, store), server, url)
-    await harness.start()
-    try:
+    async with Harness(Service(bot, store), server, url) as harness:
         yield harness
-    finally:
-        await harness.close()
 
 
 @pytest.fixture

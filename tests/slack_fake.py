@@ -563,6 +563,13 @@ class Harness:
     def tracker(self) -> Tracker:
         return self.application.inbox.tracker
 
+    async def __aenter__(self) -> Harness:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
         await self.application.start()
         self.server = TestServer(self.application.web_app(), host="127.0.0.1")

@@ -56,12 +56,8 @@ refused (400); never 404 (Bolt's "unhandled request"), never 5xx."""
 async def slack_on_sqlite(fake: tuple[FakeSlack, str], sqlite_store: Store, bot: Engine) -> AsyncIterator[Harness]:
     """The real app on SQLite, the store of a single process (one connection: the slowest to share)."""
     server, url = fake
-    running = Harness(Service(bot, sqlite_store), server, url)
-    await running.start()
-    try:
+    async with Harness(Service(bot, sqlite_store), server, url) as running:
         yield running
-    finally:
-        await running.close()
 
 
 def customer(slack: Harness, user: str, text: str) -> dict[str, Any]:

@@ -46,12 +46,10 @@ async def slack(sqlite_store: Store, bot: Engine) -> AsyncIterator[Harness]:
     recorded = fixture("files_info")  # what files.info answers for the Slack Connect file
     server.files[recorded["file"]["id"]] = recorded["file"]
     url = await server.start()
-    harness = Harness(Service(bot, sqlite_store), server, url)
-    await harness.start()
     try:
-        yield harness
+        async with Harness(Service(bot, sqlite_store), server, url) as harness:
+            yield harness
     finally:
-        await harness.close()
         await server.close()
 
 
