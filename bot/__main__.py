@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot [run | triage | replay | eval | migrate]``."""
+"""Command line: ``python -m bot [run | triage | replay | eval | migrate | autonomy]``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="also list up to N rows per category that were scored wrong or left silent")
 
     sub.add_parser("migrate", help="create or upgrade the database schema ($BATON_DATABASE_URL)")
+
+    au = sub.add_parser("autonomy", help="each intent's mode (shadow, draft, auto), the figures it stands on, and "
+                                         "its last change; or confirm a proposed promotion")
+    au.add_argument("--json", action="store_true", help="one JSON object (the schema is in the README)")
+    au.add_argument("--promote", metavar="INTENT", help="confirm INTENT's proposed promotion (a lead's decision)")
+    au.add_argument("--by", default="cli", help="who confirms the promotion (recorded with it)")
     return parser
 
 

@@ -394,6 +394,62 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- autonomy: what each intent has earned ----
+
+
+def autonomy(args: argparse.Namespace) -> int:
+    """Per intent: its mode, the figures over its review window, what they call for, and its last change.
+    With ``--promote INTENT``, a lead confirms that intent's proposed promotion."""
+    from bot import autonomy as earned
+
+    settings = _settings()
+    policy = _policy(args, settings)
+
+    async def _run() -> dict[str, Any]:
+        store = await _open_store(settings)
+        try:
+            if args.promote:
+                if args.promote not in policy.intents:
+                    raise UsageError(f"no intent {args.promote!r} in the policy: {', '.join(policy.intents)}")
+                try:
+                    await earned.promote(store, policy, args.promote, by=args.by)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+            modes = await earned.modes(store, policy)
+            changes = await store.autonomy_changes()
+            out: dict[str, Any] = {}
+            for intent, mode in modes.items():
+                measured = earned.figures(await store.reviewed_drafts(intent, window=policy.autonomy.window), policy)
+                change = earned.judge(policy, intent, mode, measured)
+                last = next((c for c in reversed(changes) if c["intent"] == intent), None)
+                out[intent] = {
+                    "mode": mode, "ceiling": earned.ceiling(policy, intent), **measured.as_dict(),
+                    "proposed": change.mode if change is not None and not change.confirmed else None,
+                    "last_change": None if last is None else {
+                        "mode": last["mode"], "previous": last["previous"], "by": last["by"], "why": last["why"],
+                        "at": last["at"].isoformat()}}
+            return out
+        finally:
+            await store.close()
+
+    table = asyncio.run(_run())
+    if args.json:
+        print(json.dumps({"window": policy.autonomy.window, "min_sample": policy.autonomy.min_sample,
+                          "intents": table}, indent=2))
+        return 0
+    print(f"{'intent':<16} {'mode':<7} {'sample':>6} {'unedited':>9} {'edit':>5} {'rejected':>8}  "
+          "last change / proposal")
+    for intent, row in table.items():
+        last = row["last_change"]
+        why = (f"{last['previous']} -> {last['mode']} by {last['by']} at {last['at'][:16]}: {last['why']}"
+               if last else "as the policy starts it")
+        if row["proposed"]:
+            why = f"PROPOSED: {row['mode']} -> {row['proposed']} (python -m bot autonomy --promote {intent}); " + why
+        print(f"{intent:<16} {row['mode']:<7} {row['sample']:>6} {row['approved_unedited']:>9.0%} "
+              f"{row['mean_edit_ratio']:>5.2f} {row['rejected']:>8.0%}  {why}")
+    return 0
+
+
 # ---- run: the platforms, or the playground ----
 
 

@@ -124,6 +124,10 @@ def explain(rule: str, policy: Policy) -> str | None:
     if head == "repeat_contact":
         intent, _, window = rest.partition(".")
         return f"the customer already contacted us about {intent.replace('_', ' ')} in the last {window}"
+    if head == "autonomy" and rest == "draft":
+        return "the bot's answer waits for a person's approval (this kind of question is in draft mode)"
+    if head == "autonomy" and rest == "shadow":
+        return "the bot wrote an answer but a person replies (this kind of question is in shadow mode)"
     if head == "knowledge" and rest == "no_answer":
         return "the help center does not answer this question, and the bot does not guess"
     if head == "knowledge" and rest == "asked_again":

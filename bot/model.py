@@ -227,6 +227,9 @@ class Handoff(_Frozen):
     resolved_by: str | None = None
     csat: int | None = None
     looped_in: tuple[LoopIn, ...] = ()
+    draft: dict[str, Any] | None = None
+    """The bot's latest draft answer in this conversation (``bot.store.drafts``: id, mode, text, status,
+    decided_by, reason), when its intent is supervised (``draft`` or ``shadow`` mode)."""
 
 
 class PriorContact(_Frozen):

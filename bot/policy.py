@@ -137,6 +137,13 @@ class IntentSpec(_Strict):
     """Answer from the help center; a question it does not cover goes to a person."""
     cues: list[Cue] = []
 
+    @model_validator(mode="after")
+    def _human_never_auto(self) -> IntentSpec:
+        if self.tier is Tier.human and self.autonomy == "auto":
+            raise ValueError("an intent of the human tier can never be answered without a person: autonomy = "
+                             "'auto' is not allowed (use 'draft' or 'shadow')")
+        return self
+
 
 class Route(_Strict):
     description: str = ""
@@ -342,6 +349,9 @@ class Notices(_Strict):
     """Asks once what a message that is neither a question nor a known request is about."""
     acknowledged: list[str] = Field(default=["Thanks! I've added this to your conversation for the person from our "
                                              "team who is taking over."], min_length=1)
+    checking: list[str] = Field(default=["Thanks! A teammate is checking the answer before I send it; you'll hear "
+                                         "back here shortly."], min_length=1)
+    """Said instead of an answer that waits for a person's approval (an intent in ``draft`` mode)."""
     """Said once when the customer writes again while a handoff is still unclaimed."""
     replies: dict[str, list[str]] = {}
     """A fixed reply per intent that the bot neither answers from the help center nor gathers details for
@@ -364,6 +374,36 @@ class Notices(_Strict):
                 problems.append(f"{name}: unknown placeholder(s) {unknown}; this notice can use {sorted(allowed)}")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+
+class Autonomy(_Strict):
+    """How an intent earns and loses autonomy (see ``bot/autonomy.py``): over the last ``window`` reviewed
+    drafts, it may rise one step (shadow -> draft -> auto) with at least ``min_sample`` of them, at least
+    ``promote_unedited`` approved without an edit, a mean edit ratio of at most ``promote_max_edit`` and at
+    most ``max_rejected`` rejected; it falls one step at once on a harmful rejection, or when the approved-
+    unedited share drops below ``demote_unedited``."""
+
+    window: int = Field(default=50, ge=5, le=1000)
+    min_sample: int = Field(default=20, ge=1)
+    promote_unedited: float = Field(default=0.9, ge=0, le=1)
+    promote_max_edit: float = Field(default=0.1, ge=0, le=1)
+    max_rejected: float = Field(default=0.1, ge=0, le=1)
+    demote_unedited: float = Field(default=0.7, ge=0, le=1)
+    auto_promote: bool = False
+    """Promote without a lead's click (demotion is always automatic)."""
+    show_approver: bool = False
+    """An approved draft is sent under the approver's name; else in the bot's voice."""
+    reject_reasons: list[str] = Field(default=["wrong answer", "outdated article", "missing article", "wrong tone",
+                                               "should have escalated"], min_length=1)
+    harmful: list[str] = Field(default=["wrong answer", "should have escalated"])
+    """Reject reasons that demote the intent at once."""
+
+    @model_validator(mode="after")
+    def _harmful_are_reasons(self) -> Autonomy:
+        unknown = sorted(set(self.harmful) - set(self.reject_reasons))
+        if unknown:
+            raise ValueError(f"autonomy.harmful lists reasons that are not in reject_reasons: {unknown}")
         return self
 
 
@@ -402,6 +442,7 @@ class Policy(_Strict):
     repeat_contact: RepeatContact = RepeatContact()
     notices: Notices
     languages: Languages = Languages()
+    autonomy: Autonomy = Autonomy()
     source: str = "<memory>"
 
     @field_validator("sla_minutes")

@@ -21,6 +21,8 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from bot import autonomy
+from bot.autonomy import Mode
 from bot.engine import Engine
 from bot.handoff import Brief, Line, build_brief
 from bot.model import (
@@ -299,10 +301,13 @@ class Service:
         if opinion is not None and (opinion.signals or opinion.answer):
             decision, actions = await self._decide(conversation, message, prior=prior, extra=opinion.signals,
                                                   grounded=opinion.answer)
+        decision, actions, supervised = await self._supervised(conversation, message, decision, actions)
         brief = None
         if any(a.kind == "open_handoff" for a in actions):
             first = await self.store.handoff(conversation.id) is None
             brief = await self._brief(conversation, decision, message, actions)
+            if supervised is not None:  # the card shows the bot's answer, and Send to customer starts from it
+                brief = brief.model_copy(update={"draft": supervised[1].text})
             if first and hints is not None and hints.note is not None:
                 brief = self._with_note(brief, hints.note, conversation)
             actions = [a.model_copy(update={"brief": brief.model_dump(mode="json")})
@@ -313,6 +318,10 @@ class Service:
                 actions.append(CardUpdate())
         state, queued = await self.store.save_turn(conversation, message, decision, actions,
                                                    policy_version=self.policy.meta.version)
+        if supervised is not None:
+            mode, answer = supervised
+            await self.store.add_draft(conversation.id, intent=decision.intent, mode=mode, text=answer.text,
+                                       citations=answer.citations)
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),
                    route=decision.route, rules=list(decision.rules), created=created)
         for action in actions:
@@ -320,6 +329,31 @@ class Service:
                 bound.warning("reply_held_by_guard", problems=list(action.problems))
         return Outcome(conversation=conversation, decision=decision, actions=actions, brief=brief, state=state,
                        queued=tuple(queued))
+
+    async def _supervised(self, conversation: Conversation, message: Message, decision: Decision,
+                          actions: list[Action]) -> tuple[Decision, list[Action], tuple[Mode, Reply] | None]:
+        """An answer from the help center goes out only if its intent has earned ``auto``. In ``draft``
+        mode it waits on the handoff card for a person's approval (the customer is told a teammate is
+        checking it); in ``shadow`` mode a person answers and the bot's answer is kept to measure
+        agreement. Anything else the engine decided stands."""
+        answer = next((a for a in actions if isinstance(a, Reply) and a.citations), None)
+        if answer is None or decision.escalate or decision.intent not in self.policy.intents:
+            return decision, actions, None
+        mode = (await autonomy.modes(self.store, self.policy))[decision.intent]
+        if mode == "auto":
+            return decision, actions, None
+        if mode == "draft":
+            previous = conversation.last_reply
+            notice = next((n for n in self.policy.notices.checking if n != previous), self.policy.notices.checking[0])
+        else:
+            notice = self.engine.handoff_notice(decision.severity, now=message.at,
+                                                zone=message.author.timezone or conversation.customer.timezone)
+        route = self.policy.intents[decision.intent].route
+        rules = (*decision.rules, f"autonomy.{mode}")
+        decision = decision.model_copy(update={"escalate": True, "route": route, "rules": rules, "reply": notice,
+                                               "citations": ()})
+        kept = [Reply(text=notice) if action is answer else action for action in actions]
+        return decision, [OpenHandoff(route=route, severity=decision.severity, reasons=rules), *kept], (mode, answer)
 
     async def _brief(self, conversation: Conversation, decision: Decision, message: Message,
                      actions: list[Action]) -> Brief:
@@ -426,6 +460,9 @@ class Service:
     async def draft(self, conversation_id: str) -> str | None:
         """The bot's draft for a staff reply, when there is one: the latest reply the guard held, else
         the language model's draft from the handoff (if the guard lets it through)."""
+        pending = await self.store.pending_draft(conversation_id)
+        if pending is not None:
+            return str(pending["text"])
         held = await self.store.held_actions(conversation_id)
         if held:
             return str(held[-1]["payload"]["text"])
@@ -450,6 +487,11 @@ class Service:
             return problems
         if conversation.claimed_by is None:
             await self.claim(conversation_id, who)
+        if (pending := await self.store.pending_draft(conversation_id)) is not None:
+            ratio = autonomy.edit_ratio(pending["text"], text)
+            status = "answered" if pending["mode"] == "shadow" else "approved" if ratio == 0 else "edited"
+            if await self.store.decide_draft(pending["id"], status=status, by=who, final_text=text, edit_ratio=ratio):
+                await self._judged(pending["intent"])
         now = datetime.now(UTC)
         await self.store.record_message(conversation_id, Message(
             platform=conversation.platform, workspace=conversation.workspace, channel=conversation.channel,
@@ -459,6 +501,59 @@ class Service:
                                               Note(text=f"sent to the customer: {text}", actor=who)],
                             source=source or f"send:{uuid.uuid4()}")
         return []
+
+    async def approve_draft(self, conversation_id: str, who: str, name: str | None) -> list[str]:
+        """Send the bot's pending draft as it is (in the bot's voice, or under the approver's name if the
+        policy says so). Returns why it was not sent (nothing waiting, someone was first, the guard)."""
+        conversation = await self.store.get_conversation(conversation_id)
+        pending = await self.store.pending_draft(conversation_id)
+        if conversation is None or pending is None:
+            return ["no draft is waiting for approval in this conversation"]
+        text = str(pending["text"])
+        if problems := self.check_staff_text(conversation, text):
+            return problems
+        if not await self.store.decide_draft(pending["id"], status="approved", by=who, final_text=text, edit_ratio=0.0):
+            return ["someone else already decided on this draft"]
+        if conversation.claimed_by is None:
+            await self.claim(conversation_id, who)
+        source = f"approve:{pending['id']}"
+        if self.policy.autonomy.show_approver:
+            reply: Action = StaffReply(text=text, author_id=who, author_name=name)
+            author = Person(id=who, name=name, role=Role.staff)
+        else:
+            reply = Reply(text=text, citations=tuple(pending["citations"] or ()))
+            author = Person(id="baton", name="Baton", role=Role.bot)
+        await self.store.record_message(conversation_id, Message(
+            platform=conversation.platform, workspace=conversation.workspace, channel=conversation.channel,
+            thread=conversation.thread, author=author, text=text, at=datetime.now(UTC), event_id=source))
+        await self._enqueue(conversation_id, [reply, Note(text="approved the bot's draft and sent it", actor=who),
+                                              CardUpdate()], source=source)
+        await self._judged(pending["intent"])
+        return []
+
+    async def reject_draft(self, conversation_id: str, who: str, reason: str) -> list[str]:
+        """Reject the bot's pending draft for one of the policy's reasons; the conversation stays with
+        people, as any handoff."""
+        if reason not in self.policy.autonomy.reject_reasons:
+            return [f"{reason!r} is not one of the reasons: {', '.join(self.policy.autonomy.reject_reasons)}"]
+        pending = await self.store.pending_draft(conversation_id)
+        if pending is None:
+            return ["no draft is waiting for approval in this conversation"]
+        if not await self.store.decide_draft(pending["id"], status="rejected", by=who, reason=reason):
+            return ["someone else already decided on this draft"]
+        await self._enqueue(conversation_id, [Note(text=f"rejected the bot's draft: {reason}", actor=who),
+                                              CardUpdate()], source=f"reject:{pending['id']}")
+        await self._judged(pending["intent"], harmful=reason if reason in self.policy.autonomy.harmful else None)
+        return []
+
+    async def _judged(self, intent: str, *, harmful: str | None = None) -> None:
+        """A person judged one of ``intent``'s drafts: its autonomy may change (see :mod:`bot.autonomy`)."""
+        if intent not in self.policy.intents:
+            return
+        change = await autonomy.review(self.store, self.policy, intent, harmful=harmful)
+        if change is not None:
+            log.info("autonomy_changed" if change.confirmed else "autonomy_promotion_proposed", intent=intent,
+                     mode=change.mode, previous=change.previous, why=change.why, **change.figures.as_dict())
 
     async def resolve(self, conversation_id: str, who: str) -> bool:
         """Close the conversation, and ask the customer the CSAT question if the policy has one."""

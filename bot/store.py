@@ -150,6 +150,39 @@ loop_ins = _of_conversation(
     sa.UniqueConstraint("conversation_id", "route", name="uq_loop_in_route"),
 )
 
+drafts = _of_conversation(
+    "drafts",
+    sa.Column("intent", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("citations", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Stamp, nullable=False),
+    sa.Column("decided_by", sa.String(64)),
+    sa.Column("decided_at", Stamp),
+    sa.Column("final_text", sa.Text),
+    sa.Column("edit_ratio", sa.Float),
+    sa.Column("reason", sa.String(128)),
+    sa.Index("ix_drafts_intent", "intent", "decided_at"),
+)
+"""The bot's answers that a person judged before (``draft``) or instead of (``shadow``) sending:
+``pending`` until staff approve it (``approved``), send it changed (``edited``, with the edit ratio),
+reject it (``rejected``, with the reason) or, in shadow mode, answer the customer themselves
+(``answered``, with the edit ratio between the bot's would-be answer and theirs)."""
+
+autonomy_changes = sa.Table(
+    "autonomy_changes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("intent", sa.String(64), nullable=False, index=True),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("previous", sa.String(16), nullable=False),
+    sa.Column("by", sa.String(64), nullable=False),
+    sa.Column("why", sa.Text, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("at", Stamp, nullable=False),
+)
+"""Every change of an intent's mode, with the figures it was made on and who made or confirmed it."""
+
 llm_calls = sa.Table(
     "llm_calls", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -860,7 +893,10 @@ class Store:
                 return conversation, None
             looped = (await conn.execute(sa.select(loop_ins).where(loop_ins.c.conversation_id == conversation_id)
                                          .order_by(loop_ins.c.id))).mappings().all()
+            draft = (await conn.execute(sa.select(drafts).where(drafts.c.conversation_id == conversation_id)
+                                        .order_by(drafts.c.id.desc()).limit(1))).mappings().first()
         return conversation, Handoff(
+            draft={k: draft[k] for k in ("id", "mode", "text", "status", "decided_by", "reason")} if draft else None,
             conversation=conversation, brief=row["brief"], card_channel=row["card_channel"],
             card_ts=row["card_ts"], sla_due=_utc(row["sla_due"]) if row["sla_due"] else None,
             sla_route=row["sla_route"], resolved_by=row["resolved_by"], csat=row["csat"],
@@ -900,6 +936,55 @@ class Store:
                 await conn.execute(outbox.insert().values(
                     **_outbox_row(conversation_id, action, f"sla:{conversation_id}:{seen_due.isoformat()}:{index}")))
         return True
+
+    # ---- drafts and autonomy ----
+
+    async def add_draft(self, conversation_id: str, *, intent: str, mode: str, text: str,
+                        citations: Sequence[str] = ()) -> int:
+        async with self._begin() as conn:
+            return int((await conn.execute(drafts.insert().values(
+                conversation_id=conversation_id, intent=intent, mode=mode, text=text, citations=list(citations),
+                status="pending", created_at=_now()).returning(drafts.c.id))).scalar_one())
+
+    async def pending_draft(self, conversation_id: str) -> dict[str, Any] | None:
+        """The conversation's newest draft still waiting for a person, if any."""
+        async with self._begin() as conn:
+            row = (await conn.execute(sa.select(drafts).where(
+                (drafts.c.conversation_id == conversation_id) & (drafts.c.status == "pending"))
+                .order_by(drafts.c.id.desc()).limit(1))).mappings().first()
+        return dict(row) if row else None
+
+    async def decide_draft(self, draft_id: int, *, status: str, by: str, final_text: str | None = None,
+                           edit_ratio: float | None = None, reason: str | None = None) -> bool:
+        """Record what a person did with a pending draft; False if someone already did (first wins)."""
+        async with self._begin() as conn:
+            done = await conn.execute(drafts.update().where((drafts.c.id == draft_id) & (drafts.c.status == "pending"))
+                                      .values(status=status, decided_by=by, decided_at=_now(), final_text=final_text,
+                                              edit_ratio=edit_ratio, reason=reason))
+        return done.rowcount == 1
+
+    async def reviewed_drafts(self, intent: str, *, window: int) -> list[dict[str, Any]]:
+        """The intent's last ``window`` drafts a person judged, newest first."""
+        async with self._begin() as conn:
+            rows = (await conn.execute(sa.select(drafts).where(
+                (drafts.c.intent == intent) & (drafts.c.status != "pending"))
+                .order_by(drafts.c.decided_at.desc(), drafts.c.id.desc()).limit(window))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def record_autonomy(self, intent: str, *, mode: str, previous: str, by: str, why: str,
+                              figures: dict[str, Any]) -> None:
+        async with self._begin() as conn:
+            await conn.execute(autonomy_changes.insert().values(intent=intent, mode=mode, previous=previous, by=by,
+                                                                why=why, figures=figures, at=_now()))
+
+    async def autonomy_changes(self, intent: str | None = None) -> list[dict[str, Any]]:
+        """Every change of mode, oldest first (of one intent, or of all)."""
+        query = sa.select(autonomy_changes).order_by(autonomy_changes.c.id)
+        if intent is not None:
+            query = query.where(autonomy_changes.c.intent == intent)
+        async with self._begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r, at=_utc(r["at"])) for r in rows]
 
     async def loop_in(self, conversation_id: str, route: str, actor: str) -> bool:
         """Record that ``actor`` looped ``route`` in; False if that route was already in (the schema's
