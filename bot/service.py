@@ -502,6 +502,34 @@ class Service:
                             source=source or f"send:{uuid.uuid4()}")
         return []
 
+    def next_tier(self, route: str | None) -> str | None:
+        """The route a conversation on ``route`` is escalated to (the policy's ``escalates_to``), if any."""
+        return self.policy.routes[route].escalates_to if route in self.policy.routes else None
+
+    async def escalate_tier(self, conversation_id: str, who: str) -> list[str]:
+        """Move a handoff to the next tier (``escalates_to`` of its route): the next group is mentioned in
+        the internal thread, the conversation is unclaimed for them with a new SLA timer, and who moved
+        it (and who owned it) is kept. The customer is not asked anything again."""
+        conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None or conversation.route is None:
+            return ["no handoff to escalate in this conversation"]
+        upper = self.next_tier(conversation.route)
+        if upper is None:
+            return [f"{conversation.route} is the last tier: there is no one to escalate to"]
+        severity = conversation.severity or self.policy.escalation.min_severity
+        label = self.policy.routes[upper].label or upper
+        moved = await self.store.move_route(
+            conversation_id, from_route=conversation.route, to_route=upper, actor=who,
+            due=self.policy.sla_due(severity, datetime.now(UTC)),
+            actions=[Note(text=f"escalated this to {label}; everything the customer said is above", route=upper,
+                          actor=who), CardUpdate()],
+            source=f"tier:{conversation_id}:{conversation.route}:{upper}")
+        if not moved:
+            return ["this conversation was already moved on, or is resolved"]
+        log.info("escalated_tier", conversation_id=conversation_id, staff=who, route=upper)
+        self.wake()
+        return []
+
     async def approve_draft(self, conversation_id: str, who: str, name: str | None) -> list[str]:
         """Send the bot's pending draft as it is (in the bot's voice, or under the approver's name if the
         policy says so). Returns why it was not sent (nothing waiting, someone was first, the guard)."""

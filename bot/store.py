@@ -937,6 +937,29 @@ class Store:
                     **_outbox_row(conversation_id, action, f"sla:{conversation_id}:{seen_due.isoformat()}:{index}")))
         return True
 
+    async def move_route(self, conversation_id: str, *, from_route: str, to_route: str, actor: str,
+                         due: datetime | None, actions: Sequence[Action], source: str) -> bool:
+        """Hand a conversation to the next tier's route, once (a compare-and-set on the route): unclaimed
+        again, its SLA timer restarted, who moved it and who owned it kept in the transitions."""
+        async with self._begin() as conn:
+            row = (await conn.execute(sa.select(conversations.c.state, conversations.c.claimed_by)
+                                      .where(conversations.c.id == conversation_id))).first()
+            if row is None or row.state == ConversationState.resolved.value:
+                return False
+            result = await conn.execute(conversations.update().where(
+                (conversations.c.id == conversation_id) & (conversations.c.route == from_route))
+                .values(route=to_route, sla_route=to_route, sla_due=due, claimed_by=None,
+                        state=ConversationState.escalated.value, updated_at=_now()))
+            if result.rowcount != 1:
+                return False
+            owner = f" (owned by {row.claimed_by})" if row.claimed_by else ""
+            await conn.execute(transitions.insert().values(
+                conversation_id=conversation_id, from_state=row.state, to_state=ConversationState.escalated.value,
+                cause=f"escalated from {from_route} to {to_route}{owner}"[:256], actor=actor, at=_now()))
+            for index, action in enumerate(actions):
+                await conn.execute(outbox.insert().values(**_outbox_row(conversation_id, action, f"{source}:{index}")))
+        return True
+
     # ---- drafts and autonomy ----
 
     async def add_draft(self, conversation_id: str, *, intent: str, mode: str, text: str,

@@ -254,3 +254,29 @@ async def test_the_autonomy_command_shows_modes_figures_proposals_and_changes(tm
     assert "billing          auto" in out and "draft -> auto by U0LEAD" in out
     code, _, err = await command("autonomy", "--promote", "cancellation", url=url)  # nothing to promote
     assert code == 2 and "does not qualify" in err
+
+
+# ---- escalation tiers ----
+
+
+async def test_escalate_to_the_next_tier_moves_the_handoff_and_keeps_who_owned_it(baton: TestBot, store: Store):
+    someone = customer(baton)
+    await someone.says("This is ridiculous. You charged us twice for November.")
+    conversation = someone.conversation_id
+    assert (await baton.platform.claim(conversation)).won
+    before = await store.get_conversation(conversation)
+    assert before is not None and before.route == "billing"
+    results = await asyncio.gather(*(baton.service.escalate_tier(conversation, "U0SAM") for _ in range(3)))
+    await baton.settle()
+    assert sorted(len(r) for r in results) == [0, 1, 1]  # moved once
+    after = await store.get_conversation(conversation)
+    assert after is not None and after.route == "leadership" and after.claimed_by is None
+    assert after.state is ConversationState.escalated
+    handoff = await store.handoff(conversation)
+    assert handoff is not None and handoff.sla_route == "leadership" and handoff.sla_due is not None
+    card = someone.card()
+    assert card is not None and any("escalated this to" in note for note in card.notes())
+    causes = [t["cause"] for t in await store.transitions_of(conversation)]
+    assert any(c.startswith("escalated from billing to leadership (owned by") for c in causes)
+    assert await baton.service.escalate_tier(conversation, "U0SAM") != []  # leadership is the last tier
+    assert len(someone.replies) == 1  # the customer was not asked anything again
