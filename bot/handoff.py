@@ -124,6 +124,9 @@ def explain(rule: str, policy: Policy) -> str | None:
     if head == "repeat_contact":
         intent, _, window = rest.partition(".")
         return f"the customer already contacted us about {intent.replace('_', ' ')} in the last {window}"
+    if head == "trainee":
+        label = policy.routes[rest].label or rest if rest in policy.routes else rest
+        return f"a good first ticket for a new teammate (moves up to {label} if unclaimed in time)"
     if head == "autonomy" and rest == "draft":
         return "the bot's answer waits for a person's approval (this kind of question is in draft mode)"
     if head == "autonomy" and rest == "shadow":

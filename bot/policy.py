@@ -269,6 +269,16 @@ class Escalation(_Strict):
     share a recording??" is a how-to asked in a hurry, not a complaint."""
 
 
+class Trainee(_Strict):
+    """Handoffs fit for a new hire (these intents, at most this severity) go to the trainee route, marked as
+    a good first ticket; unclaimed past their SLA, they move up to the route they would have had."""
+
+    route: str | None = None
+    """The trainee route (its own Slack user group); none: no trainee queue."""
+    intents: list[str] = []
+    max_severity: SeverityName = Severity.low
+
+
 class RepeatContact(_Strict):
     window_days: int = Field(default=7, ge=1)
     severity: SeverityName = Severity.medium
@@ -443,6 +453,7 @@ class Policy(_Strict):
     notices: Notices
     languages: Languages = Languages()
     autonomy: Autonomy = Autonomy()
+    trainee: Trainee = Trainee()
     source: str = "<memory>"
 
     @field_validator("sla_minutes")
@@ -484,6 +495,10 @@ class Policy(_Strict):
             problems.append(f"default_intent: unknown intent {self.default_intent!r}")
         if self.repeat_contact.route not in self.routes:
             problems.append(f"repeat_contact.route: unknown route {self.repeat_contact.route!r}")
+        if self.trainee.route is not None and self.trainee.route not in self.routes:
+            problems.append(f"trainee.route: unknown route {self.trainee.route!r}")
+        problems += [f"trainee.intents: unknown intent {name!r}" for name in self.trainee.intents
+                     if name not in self.intents]
         for i in self.repeat_contact.intents:
             if i not in self.intents:
                 problems.append(f"repeat_contact.intents: unknown intent {i!r}")

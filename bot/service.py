@@ -302,6 +302,7 @@ class Service:
             decision, actions = await self._decide(conversation, message, prior=prior, extra=opinion.signals,
                                                   grounded=opinion.answer)
         decision, actions, supervised = await self._supervised(conversation, message, decision, actions)
+        decision, actions = self._for_trainees(decision, actions)
         brief = None
         if any(a.kind == "open_handoff" for a in actions):
             first = await self.store.handoff(conversation.id) is None
@@ -354,6 +355,21 @@ class Service:
                                                "citations": ()})
         kept = [Reply(text=notice) if action is answer else action for action in actions]
         return decision, [OpenHandoff(route=route, severity=decision.severity, reasons=rules), *kept], (mode, answer)
+
+    def _for_trainees(self, decision: Decision, actions: list[Action]) -> tuple[Decision, list[Action]]:
+        """A new handoff fit for a new hire (the policy's trainee intents, at most its severity) goes to the
+        trainee route; the route it would have had is kept, to move up to when nobody claims it in time."""
+        trainee = self.policy.trainee
+        handoff = next((a for a in actions if isinstance(a, OpenHandoff)), None)
+        if trainee.route is None or handoff is None or decision.intent not in trainee.intents \
+                or handoff.severity > trainee.max_severity or handoff.route == trainee.route:
+            return decision, actions
+        regular = handoff.route
+        moved = handoff.model_copy(update={"route": trainee.route,
+                                           "reasons": (*handoff.reasons, f"trainee.{regular}")})
+        rules = (*decision.rules, f"trainee.{regular}")
+        decision = decision.model_copy(update={"route": trainee.route, "rules": rules})
+        return decision, [moved if action is handoff else action for action in actions]
 
     async def _brief(self, conversation: Conversation, decision: Decision, message: Message,
                      actions: list[Action]) -> Brief:
@@ -605,7 +621,8 @@ class Service:
             if handoff is None or handoff.sla_due is None:
                 continue
             current = handoff.sla_route or conversation.route or "support"
-            upper = self.policy.routes[current].escalates_to
+            upper = self._regular_route(handoff) if current == self.policy.trainee.route else None
+            upper = upper or self.policy.routes[current].escalates_to
             severity = conversation.severity or self.policy.escalation.min_severity
             minutes = self.policy.sla_minutes[str(severity)]
             target = upper or current
@@ -620,6 +637,12 @@ class Service:
         if moved:
             self.wake()
         return moved
+
+    def _regular_route(self, handoff: Handoff) -> str | None:
+        """The route a trainee's handoff would have had (kept in its rules as ``trainee.<route>``)."""
+        rules = [str(r) for r in handoff.brief.get("rules") or ()]
+        found = next((r.split(".", 1)[1] for r in reversed(rules) if r.startswith("trainee.")), None)
+        return found if found in self.policy.routes else None
 
     def delivered(self, parcel: Parcel, result: dict[str, object] | None) -> Card | None:
         """What a delivery changes besides its row (the courier stores it with the row): a posted card is

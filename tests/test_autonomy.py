@@ -280,3 +280,40 @@ async def test_escalate_to_the_next_tier_moves_the_handoff_and_keeps_who_owned_i
     assert any(c.startswith("escalated from billing to leadership (owned by") for c in causes)
     assert await baton.service.escalate_tier(conversation, "U0SAM") != []  # leadership is the last tier
     assert len(someone.replies) == 1  # the customer was not asked anything again
+
+
+# ---- the trainee queue ----
+
+
+@pytest.fixture
+def trainee_policy(policy: Policy) -> Policy:
+    from bot.policy import Route, Trainee
+
+    routes = {**policy.routes, "trainee": Route(description="new teammates", slack="S0TRAINEE", label="Trainees")}
+    return policy.model_copy(update={"routes": routes, "trainee": Trainee(route="trainee", intents=["billing"],
+                                                                           max_severity="medium")})
+
+
+async def test_a_good_first_ticket_goes_to_trainees_and_moves_up_when_unclaimed(
+        trainee_policy: Policy, knowledge: KnowledgeBase, store: Store):
+    from datetime import timedelta
+
+    async for bot in running(trainee_policy, knowledge, store):
+        calm = customer(bot, 1)
+        await calm.says("I need to update the billing address on our invoices")
+        conversation = await store.get_conversation(calm.conversation_id)
+        assert conversation is not None and conversation.route == "trainee"
+        handoff = await store.handoff(conversation.id)
+        assert handoff is not None and "trainee.billing" in handoff.brief["rules"]
+        assert any("good first ticket" in why for why in handoff.brief["why_now"])
+        angry = customer(bot, 2)  # too severe for a new hire: the regular route
+        await angry.says("This is ridiculous. You charged us twice for November and I want a refund NOW.")
+        assert (await store.get_conversation(angry.conversation_id)).route == "billing"  # type: ignore[union-attr]
+
+        assert handoff.sla_due is not None
+        assert await bot.service.check_sla(now=handoff.sla_due + timedelta(minutes=1)) >= 1
+        await bot.settle()
+        moved = await store.get_conversation(conversation.id)
+        assert moved is not None and moved.route == "billing"  # up to the route it would have had
+        card = calm.card()
+        assert card is not None and any("moving up to" in note for note in card.notes())
