@@ -308,8 +308,18 @@ class CardUpdate(_Frozen):
     kind: Literal["card"] = "card"
 
 
-Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal | Hold | StaffReply | Note | CardUpdate,
-                   Field(discriminator="kind")]
+class ReviewItem(_Frozen):
+    """A decision sampled for the QA review queue: posted to the review channel with one-click tags."""
+
+    kind: Literal["review"] = "review"
+    review_id: int
+    reason: str
+    """Why it was picked: auto_answer, low_confidence, hold, handoff, csat, repeat_contact."""
+    text: str
+
+
+Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal | Hold | StaffReply | Note | CardUpdate
+                   | ReviewItem, Field(discriminator="kind")]
 CUSTOMER_FACING = ("reply", "ask_details")
 """Actions the bot itself says to the customer (the guard has checked them)."""
 TO_CUSTOMER = ("reply", "ask_details", "staff_reply")

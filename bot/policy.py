@@ -269,6 +269,28 @@ class Escalation(_Strict):
     share a recording??" is a how-to asked in a hurry, not a complaint."""
 
 
+class Review(_Strict):
+    """The QA review queue: what is sampled for a person to tag, and what the tags mean."""
+
+    enabled: bool = False
+    """Sample decisions for review (posted to ``BATON_REVIEW_CHANNEL``, else the internal channel)."""
+    auto_share: float = Field(default=0.1, ge=0, le=1)
+    """The share of answers sent on their own (``auto``) that go to review afterwards."""
+    low_confidence: float = Field(default=0.5, ge=0, le=1)
+    """Every decision below this confidence goes to review."""
+    tags: list[str] = Field(default=["correct", "wrong article", "outdated article", "missing article", "wrong tone",
+                                     "should have escalated", "unnecessary escalation", "wrong route"], min_length=1)
+    harmful: list[str] = Field(default=["should have escalated"])
+    """Tags that demote the intent at once."""
+    harmful_when_sensitive: list[str] = Field(default=["wrong article"])
+    """Tags that demote at once when the intent is one of ``sensitive``."""
+    sensitive: list[str] = Field(default=["account_access", "billing", "cancellation"])
+    knowledge: list[str] = Field(default=["wrong article", "outdated article", "missing article"])
+    """Tags that blame the help center: the help-center owner group is mentioned, with the article."""
+    knowledge_owner: str | None = None
+    """The route whose group owns the help center."""
+
+
 class Trainee(_Strict):
     """Handoffs fit for a new hire (these intents, at most this severity) go to the trainee route, marked as
     a good first ticket; unclaimed past their SLA, they move up to the route they would have had."""
@@ -454,6 +476,7 @@ class Policy(_Strict):
     languages: Languages = Languages()
     autonomy: Autonomy = Autonomy()
     trainee: Trainee = Trainee()
+    review: Review = Review()
     source: str = "<memory>"
 
     @field_validator("sla_minutes")
@@ -495,6 +518,11 @@ class Policy(_Strict):
             problems.append(f"default_intent: unknown intent {self.default_intent!r}")
         if self.repeat_contact.route not in self.routes:
             problems.append(f"repeat_contact.route: unknown route {self.repeat_contact.route!r}")
+        if self.review.knowledge_owner is not None and self.review.knowledge_owner not in self.routes:
+            problems.append(f"review.knowledge_owner: unknown route {self.review.knowledge_owner!r}")
+        problems += [f"review: {name!r} is not one of review.tags" for name in
+                     [*self.review.harmful, *self.review.harmful_when_sensitive, *self.review.knowledge]
+                     if name not in self.review.tags]
         if self.trainee.route is not None and self.trainee.route not in self.routes:
             problems.append(f"trainee.route: unknown route {self.trainee.route!r}")
         problems += [f"trainee.intents: unknown intent {name!r}" for name in self.trainee.intents

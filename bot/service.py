@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import re
 import uuid
 import weakref
@@ -33,12 +34,14 @@ from bot.model import (
     ConversationState,
     Decision,
     Handoff,
+    Hold,
     Message,
     Note,
     OpenHandoff,
     Person,
     PriorContact,
     Reply,
+    ReviewItem,
     Role,
     StaffReply,
 )
@@ -86,6 +89,23 @@ class Hints:
 
 
 Deliver = Callable[[Sequence[dict[str, Any]], tuple[Conversation, Handoff | None]], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """What tagging a review item did: why not (``problems``), or whom to tell about the help center."""
+
+    problems: list[str] = field(default_factory=list)
+    owner: str | None = None
+    """The route of the help center's owners, when the tag blames an article."""
+    article: str | None = None
+
+
+def sampled(key: str, share: float) -> bool:
+    """Whether ``key`` falls in a ``share`` of all keys: the same answer for the same key in every
+    process (a hash, not a random draw), and ``share`` of them over many keys."""
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    return digest / 2**64 < share
 
 
 @dataclass(frozen=True)
@@ -287,6 +307,12 @@ class Service:
                 actions: list[Action] = [Note(text=f"CSAT from the customer: {score.group(1)}/5"), CardUpdate()]
                 if thanks := self.policy.notices.csat_thanks:
                     actions.insert(0, Reply(text=thanks))
+                if int(score.group(1)) <= 2 and self.policy.review.enabled:  # a person looks at what happened
+                    review = await self.store.add_review(
+                        conversation.id, reason="csat", intent=conversation.intent or "other",
+                        text=f"CSAT {score.group(1)}/5 from {message.author.name or message.author.id}")
+                    actions.append(ReviewItem(review_id=review, reason="csat",
+                                              text=f"CSAT {score.group(1)}/5 after this conversation"))
                 queued = await self._enqueue(conversation.id, actions, source=f"csat:{message.event_id}", wake=False)
                 return Outcome(conversation=conversation, actions=actions, state=ConversationState.resolved,
                                queued=tuple(queued))
@@ -303,7 +329,7 @@ class Service:
                                                   grounded=opinion.answer)
         decision, actions, supervised = await self._supervised(conversation, message, decision, actions)
         decision, actions = self._for_trainees(decision, actions)
-        brief = None
+        brief, first = None, False
         if any(a.kind == "open_handoff" for a in actions):
             first = await self.store.handoff(conversation.id) is None
             brief = await self._brief(conversation, decision, message, actions)
@@ -323,6 +349,8 @@ class Service:
             mode, answer = supervised
             await self.store.add_draft(conversation.id, intent=decision.intent, mode=mode, text=answer.text,
                                        citations=answer.citations)
+        queued += await self._sample(conversation, message, decision, actions, supervised=supervised is not None,
+                                     new_handoff=brief is not None and first)
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),
                    route=decision.route, rules=list(decision.rules), created=created)
         for action in actions:
@@ -355,6 +383,52 @@ class Service:
                                                "citations": ()})
         kept = [Reply(text=notice) if action is answer else action for action in actions]
         return decision, [OpenHandoff(route=route, severity=decision.severity, reasons=rules), *kept], (mode, answer)
+
+    async def _sample(self, conversation: Conversation, message: Message, decision: Decision,
+                      actions: list[Action], *, supervised: bool, new_handoff: bool) -> list[int]:
+        """Put this turn in the QA review queue when the policy picks it: a share of the answers sent on their
+        own, every low-confidence decision, every guard hold, every new handoff, every repeat contact."""
+        rules = self.policy.review
+        if not rules.enabled:
+            return []
+        said = f"Customer: {message.text[:400]}"
+        picks: list[tuple[str, str, str | None]] = []
+        answer = next((a for a in actions if isinstance(a, Reply) and a.citations), None)
+        if answer is not None and not supervised and sampled(f"{conversation.id}:{message.event_id}", rules.auto_share):
+            picks.append(("auto_answer", f"{said}\nBaton: {answer.text[:600]}", answer.citations[0]))
+        if decision.confidence < rules.low_confidence:
+            picks.append(("low_confidence", f"{said}\nRead as {decision.intent} at {decision.confidence:.2f}", None))
+        if held := next((a for a in actions if isinstance(a, Hold)), None):
+            picks.append(("hold", f"{said}\nHeld: {held.text[:400]} ({'; '.join(held.problems)})", None))
+        if new_handoff:
+            picks.append(("handoff", f"{said}\nHanded to {decision.route}: {', '.join(decision.rules)}", None))
+        if any(rule.startswith("repeat_contact.") for rule in decision.rules):
+            picks.append(("repeat_contact", f"{said}\nThe customer came back about {decision.intent}", None))
+        items: list[Action] = []
+        for reason, text, article in picks:
+            review = await self.store.add_review(conversation.id, reason=reason, intent=decision.intent, text=text,
+                                                 article=article)
+            items.append(ReviewItem(review_id=review, reason=reason, text=text))
+        return await self._enqueue(conversation.id, items, source=f"review:{message.event_id}", wake=False) \
+            if items else []
+
+    async def tag_review(self, review_id: int, who: str, tag: str, note: str | None = None) -> Tagged:
+        """A person's verdict on a review item. A harmful tag demotes the intent at once; a tag that blames
+        the help center names the policy's help-center owner and the article, so it is fixed where it lives."""
+        rules = self.policy.review
+        if tag not in rules.tags:
+            return Tagged(problems=[f"{tag!r} is not one of the tags: {', '.join(rules.tags)}"])
+        item = await self.store.review(review_id)
+        if item is None:
+            return Tagged(problems=["this review item is not in Baton's records"])
+        if not await self.store.tag_review(review_id, tag=tag, by=who, note=note):
+            return Tagged(problems=["this item was already tagged"])
+        harmful = tag in rules.harmful or (tag in rules.harmful_when_sensitive and item["intent"] in rules.sensitive)
+        await self._judged(item["intent"], harmful=tag if harmful else None)
+        log.info("review_tagged", review_id=review_id, tag=tag, staff=who, intent=item["intent"], harmful=harmful)
+        if tag in rules.knowledge:
+            return Tagged(owner=rules.knowledge_owner, article=item["article"])
+        return Tagged()
 
     def _for_trainees(self, decision: Decision, actions: list[Action]) -> tuple[Decision, list[Action]]:
         """A new handoff fit for a new hire (the policy's trainee intents, at most its severity) goes to the

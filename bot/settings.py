@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
     customer_channels: CsvList = Field(default_factory=list, alias="BATON_CUSTOMER_CHANNELS")
     internal_channel: str | None = Field(default=None, alias="BATON_INTERNAL_CHANNEL")
+    review_channel: str | None = Field(default=None, alias="BATON_REVIEW_CHANNEL")
+    """The channel (C...) where decisions sampled for QA review are posted with their tags; none: the
+    internal channel."""
 
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
     discord_channels: CsvList = Field(default_factory=list, alias="BATON_DISCORD_CHANNELS")

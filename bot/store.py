@@ -170,6 +170,21 @@ drafts = _of_conversation(
 reject it (``rejected``, with the reason) or, in shadow mode, answer the customer themselves
 (``answered``, with the edit ratio between the bot's would-be answer and theirs)."""
 
+reviews = _of_conversation(
+    "reviews",
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("intent", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("article", sa.String(512)),
+    sa.Column("created_at", Stamp, nullable=False),
+    sa.Column("tag", sa.String(64)),
+    sa.Column("note", sa.Text),
+    sa.Column("tagged_by", sa.String(64)),
+    sa.Column("tagged_at", Stamp),
+    sa.Index("ix_reviews_intent", "intent", "tagged_at"),
+)
+"""Decisions sampled for the QA review queue (why: ``reason``), and the tag a person gave each."""
+
 autonomy_changes = sa.Table(
     "autonomy_changes", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -992,6 +1007,34 @@ class Store:
             rows = (await conn.execute(sa.select(drafts).where(
                 (drafts.c.intent == intent) & (drafts.c.status != "pending"))
                 .order_by(drafts.c.decided_at.desc(), drafts.c.id.desc()).limit(window))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def add_review(self, conversation_id: str, *, reason: str, intent: str, text: str,
+                         article: str | None = None) -> int:
+        async with self._begin() as conn:
+            return int((await conn.execute(reviews.insert().values(
+                conversation_id=conversation_id, reason=reason, intent=intent, text=text, article=article,
+                created_at=_now()).returning(reviews.c.id))).scalar_one())
+
+    async def review(self, review_id: int) -> dict[str, Any] | None:
+        async with self._begin() as conn:
+            row = (await conn.execute(sa.select(reviews).where(reviews.c.id == review_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def tag_review(self, review_id: int, *, tag: str, by: str, note: str | None = None) -> bool:
+        """Tag a review item; False if it was tagged already (the first tag stands)."""
+        async with self._begin() as conn:
+            done = await conn.execute(reviews.update().where((reviews.c.id == review_id) & reviews.c.tag.is_(None))
+                                      .values(tag=tag, tagged_by=by, tagged_at=_now(), note=note))
+        return done.rowcount == 1
+
+    async def reviews_of(self, *, reason: str | None = None) -> list[dict[str, Any]]:
+        """Review items, oldest first (of one reason, or all)."""
+        query = sa.select(reviews).order_by(reviews.c.id)
+        if reason is not None:
+            query = query.where(reviews.c.reason == reason)
+        async with self._begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
         return [dict(r) for r in rows]
 
     async def record_autonomy(self, intent: str, *, mode: str, previous: str, by: str, why: str,

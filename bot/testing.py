@@ -42,6 +42,7 @@ from bot.model import (
     OpenHandoff,
     Person,
     Reply,
+    ReviewItem,
     Role,
     StaffReply,
 )
@@ -58,6 +59,7 @@ WORKSPACE = "T0VENDOR"
 """The company's own workspace (a Slack team id)."""
 CUSTOMER_CHANNEL = "C0SHARED"
 INTERNAL_CHANNEL = "C0INTERNAL"
+REVIEW_CHANNEL = "C0REVIEW"
 STAFF = Person(id="U0AGENT", name="Sam Agent", role=Role.staff)
 
 Failure = Literal["rate_limited", "unreachable", "server_error", "lost", "refused"]
@@ -140,6 +142,8 @@ class MemoryPlatform(Platform):
         self.posts: list[Post] = []
         """Everything posted, in order: customer threads and internal threads alike."""
         self.cards: list[StaffCard] = []
+        self.reviews: list[Post] = []
+        """The QA review queue's posts (``route`` holds why each was picked)."""
         """Every handoff card posted, in order."""
         self.ephemerals: list[tuple[str, str]] = []
         """What only one staff member saw (user, text): "Already claimed by", "already resolved"."""
@@ -316,6 +320,10 @@ class MemoryPlatform(Platform):
             author = action.author_name or action.author_id if isinstance(action, StaffReply) else None
             post = self._post(parcel, conversation.channel, conversation.thread, action.kind,
                               getattr(action, "text", ""), author=author)
+            return {"ts": post.ts}
+        if isinstance(action, ReviewItem):  # the QA review queue, in its own channel
+            post = self._post(parcel, REVIEW_CHANNEL, None, "review", action.text, route=action.reason)
+            self.reviews.append(post)
             return {"ts": post.ts}
         if handoff is None:
             return {"skipped": "no handoff for this conversation"}

@@ -317,3 +317,53 @@ async def test_a_good_first_ticket_goes_to_trainees_and_moves_up_when_unclaimed(
         assert moved is not None and moved.route == "billing"  # up to the route it would have had
         card = calm.card()
         assert card is not None and any("moving up to" in note for note in card.notes())
+
+
+# ---- the QA review queue ----
+
+
+def reviewing(policy: Policy, **rules: object) -> Policy:
+    return policy.model_copy(update={"review": policy.review.model_copy(update={"enabled": True, **rules})})
+
+
+def test_the_sample_rate_holds_on_a_thousand_decisions():
+    from bot.service import sampled
+
+    for share in (0.05, 0.1, 0.5):
+        picked = sum(sampled(f"conversation-{n}:Ev{n}", share) for n in range(1000))
+        assert abs(picked - 1000 * share) <= 3 * (1000 * share * (1 - share)) ** 0.5 + 1, (share, picked)
+    assert sampled("same key", 0.5) == sampled("same key", 0.5)  # every process picks the same
+    assert not any(sampled(f"k{n}", 0.0) for n in range(100)) and all(sampled(f"k{n}", 1.0) for n in range(100))
+
+
+async def test_what_the_policy_picks_goes_to_the_review_channel(policy: Policy, knowledge: KnowledgeBase,
+                                                                store: Store):
+    async for bot in running(reviewing(policy, auto_share=1.0), knowledge, store):
+        answered = customer(bot, 1)
+        await answered.says(CALENDAR)  # sent on its own: sampled (share 1.0)
+        handed = customer(bot, 2)
+        await handed.says("This is ridiculous. You charged us twice for November and I want a refund NOW.")
+        await bot.settle()
+        reasons = sorted(post.route or "" for post in bot.platform.reviews)
+        assert "auto_answer" in reasons and "handoff" in reasons
+        [auto] = await store.reviews_of(reason="auto_answer")
+        assert auto["article"] == ARTICLE and auto["intent"] == "how_to" and auto["tag"] is None
+
+
+async def test_a_harmful_tag_on_an_auto_answer_demotes_the_intent_and_knowledge_tags_name_the_owner(
+        policy: Policy, knowledge: KnowledgeBase, store: Store):
+    rules = reviewing(policy, auto_share=1.0, knowledge_owner="support")
+    async for bot in running(rules, knowledge, store):
+        for n in range(2):
+            await customer(bot, n).says(CALENDAR)
+        await bot.settle()
+        first, second = await store.reviews_of(reason="auto_answer")
+        assert (await bot.service.tag_review(first["id"], "U0SAM", "nonsense")).problems
+        outdated = await bot.service.tag_review(first["id"], "U0SAM", "outdated article", note="the menu moved")
+        assert outdated.problems == [] and outdated.owner == "support" and outdated.article == ARTICLE
+        assert (await bot.service.tag_review(first["id"], "U0KIM", "correct")).problems  # the first tag stands
+        assert (await autonomy.modes(store, rules))["how_to"] == "auto"  # not harmful: no change
+        assert (await bot.service.tag_review(second["id"], "U0SAM", "should have escalated")).problems == []
+        assert (await autonomy.modes(store, rules))["how_to"] == "draft"  # demoted at once
+        someone, _ = await ask(bot, 7)  # and the next answer waits for approval
+        assert someone.replies == [rules.notices.checking[0]]
