@@ -40,7 +40,7 @@ from adapters import slack_blocks as blocks
 from adapters import slack_markup as markup
 from adapters import slack_payloads as payloads
 from bot.inbox import NotYet, Translated
-from bot.model import TO_CUSTOMER, AskDetails, Conversation, Message, Person, Reply, Role, StaffReply
+from bot.model import TO_CUSTOMER, AskDetails, Conversation, Handoff, Message, Person, Reply, Role, StaffReply
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
 from bot.platform import Platform, PlatformConfigError, remember
 from bot.policy import Policy
@@ -303,6 +303,9 @@ class SlackAdapter(Platform):
         self.app.action(blocks.SEND)(self._on_send)
         self.app.view(blocks.SEND_VIEW)(self._on_send_submitted)
         self.app.action(blocks.RESOLVE)(self._on_resolve)
+        self.app.action(blocks.APPROVE)(self._on_approve)
+        self.app.action(blocks.REJECT)(self._on_reject)
+        self.app.action(blocks.ESCALATE)(self._on_escalate)
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
         """A payload Bolt or a listener could not read (a shape no model foresaw): one warning line, and a
@@ -527,9 +530,12 @@ class SlackAdapter(Platform):
                         reason="not a member of the installing workspace")
             await self._ephemeral(body, who, NOT_STAFF)
             return None
-        conversation = await self.service.store.get_conversation(action.value) if action.value else None
+        # a button carries the conversation id; a menu's option carries it before its choice
+        option = action.selected_option
+        target = action.value if option is None else blocks.split_option(option.value)[0]
+        conversation = await self.service.store.get_conversation(target) if target else None
         if conversation is None:
-            log.warning("slack_interaction_refused", user=who, action=action.action_id, value=action.value,
+            log.warning("slack_interaction_refused", user=who, action=action.action_id, value=target,
                         reason="no such conversation")
             await self._ephemeral(body, who, "This card's conversation is not in Baton's records, so the "
                                              "button cannot act on it.")
@@ -624,6 +630,52 @@ class SlackAdapter(Platform):
                 await self._ephemeral(body, who, "This conversation is already resolved.")
         finally:
             await self.tracker.done(_trigger(body))
+
+    async def _on_approve(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """Approve & send: the bot's pending draft goes to the customer as it is (the first click wins)."""
+        await ack()
+        try:
+            if (clicked := await self._clicked(body)) is None:
+                return
+            who, _, conversation = clicked
+            person = await self._person(who, self.team_id, None)
+            await self._problems(body, who, await self.service.approve_draft(conversation.id, who, person.name))
+        finally:
+            await self.tracker.done(_trigger(body))
+
+    async def _on_reject(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """Reject, with a reason from the menu: nothing goes to the customer; people carry on as with any
+        handoff."""
+        await ack()
+        try:
+            if (clicked := await self._clicked(body)) is None:
+                return
+            who, action, conversation = clicked
+            if action.selected_option is None:
+                log.warning("slack_interaction_rejected", kind="block_actions", action=action.action_id,
+                            reason="a rejection without a chosen reason")
+                await self._ephemeral(body, who, "Choose a reason from the Reject menu.")
+                return
+            _, reason = blocks.split_option(action.selected_option.value)
+            await self._problems(body, who, await self.service.reject_draft(conversation.id, who, reason))
+        finally:
+            await self.tracker.done(_trigger(body))
+
+    async def _on_escalate(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """Escalate to the next tier of the conversation's route."""
+        await ack()
+        try:
+            if (clicked := await self._clicked(body)) is None:
+                return
+            who, _, conversation = clicked
+            await self._problems(body, who, await self.service.escalate_tier(conversation.id, who))
+        finally:
+            await self.tracker.done(_trigger(body))
+
+    async def _problems(self, body: dict[str, Any], user: str, problems: list[str]) -> None:
+        """Why a click did nothing, told to the clicker alone."""
+        if problems:
+            await self._ephemeral(body, user, "Nothing was done: " + "; ".join(problems)[:2900])
 
     async def _ephemeral(self, body: dict[str, Any], user: str, text: str) -> None:
         """A reply only the clicker sees. It changes nothing, so it is sent at once, not queued."""
@@ -739,7 +791,7 @@ class SlackAdapter(Platform):
             permalink = await self._permalink(conversation)
             response = await self._post(
                 channel=internal, text=blocks.card_text(handoff, self.config.groups), metadata=metadata,
-                blocks=blocks.card(handoff, self.service.policy, self.config.groups, permalink=permalink))
+                blocks=self._card(handoff, permalink))
             return {"card_channel": internal, "card_ts": response["ts"]}
         if handoff.card_ts is None:
             return {"skipped": "the handoff card is not posted"}
@@ -748,7 +800,7 @@ class SlackAdapter(Platform):
             await self.client.chat_update(
                 channel=handoff.card_channel or internal, ts=handoff.card_ts,
                 text=blocks.card_text(handoff, self.config.groups),
-                blocks=blocks.card(handoff, self.service.policy, self.config.groups, permalink=permalink))
+                blocks=self._card(handoff, permalink))
             return {"ts": handoff.card_ts}
         if action.kind == "mirror":
             who = conversation.customer.name or conversation.customer.id
@@ -763,6 +815,10 @@ class SlackAdapter(Platform):
         response = await self._post(channel=handoff.card_channel or internal, thread_ts=handoff.card_ts,
                                     text=text, metadata=metadata)
         return {"ts": response["ts"]}
+
+    def _card(self, handoff: Handoff, permalink: str | None) -> list[dict[str, Any]]:
+        return blocks.card(handoff, self.service.policy, self.config.groups, permalink=permalink,
+                           next_tier=self.service.next_tier(handoff.conversation.route))
 
     async def _post(self, **message: Any) -> Any:
         """``chat.postMessage`` as Baton always posts: no link or media previews (a customer's link is

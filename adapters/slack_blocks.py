@@ -19,12 +19,19 @@ CLAIM = "baton_claim"
 LOOP_IN = "baton_loop_in"
 SEND = "baton_send"
 RESOLVE = "baton_resolve"
+APPROVE = "baton_approve"
+REJECT = "baton_reject"
+ESCALATE = "baton_escalate"
 SEND_VIEW = "baton_send_view"
 MESSAGE_BLOCK, MESSAGE_INPUT = "message", "text"
 
 _SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
                   "low": ":white_circle:"}
 _MAX_TEXT = 2900  # a section's text is limited to 3000 characters
+_MAX_OPTION_VALUE = 150  # an option's value (Slack's limit)
+_DECIDED = {"approved": "Draft approved by {who}", "edited": "Draft sent edited by {who}",
+            "rejected": "Draft rejected by {who}: {reason}", "answered": "Answered by {who}; the bot's answer is "
+                                                                         "kept to measure agreement"}
 
 
 def mention(target: str | None) -> str:
@@ -65,6 +72,48 @@ def _button(text: str, action_id: str, value: str, style: str | None = None) -> 
     return button
 
 
+def _quoted(text: str) -> str:
+    return "\n".join(f">{line}" for line in escape(text).splitlines() or [""])
+
+
+def option_value(conversation_id: str, choice: str) -> str:
+    """A card menu option's value: the conversation and the choice (both come back in the click)."""
+    return f"{conversation_id}|{choice}"
+
+
+def split_option(value: str) -> tuple[str, str]:
+    """The conversation and the choice of a card menu option's value (:func:`option_value`)."""
+    conversation_id, _, choice = value.partition("|")
+    return conversation_id, choice
+
+
+def _reject_menu(conversation_id: str, reasons: list[str]) -> list[dict[str, Any]]:
+    """The Reject menu: one option per reason of the policy (a reason too long for an option's value is
+    left out rather than cut, since a cut reason would not be the policy's; no menu without options, which
+    Slack would refuse along with the whole card)."""
+    options = [{"text": {"type": "plain_text", "text": reason[:75]}, "value": option_value(conversation_id, reason)}
+               for reason in reasons if len(option_value(conversation_id, reason)) <= _MAX_OPTION_VALUE]
+    return [{"type": "static_select", "action_id": REJECT, "options": options[:100],
+             "placeholder": {"type": "plain_text", "text": "Reject"}}] if options else []
+
+
+def _draft(handoff: Handoff) -> tuple[list[dict[str, Any]], bool]:
+    """The bot's draft on the card (its text while it waits, one line once a person decided), and whether
+    it still waits for approval."""
+    draft = handoff.draft
+    if not draft:
+        return [], False
+    status, who = str(draft.get("status")), mention(draft.get("decided_by")) or "someone"
+    if status == "pending":
+        if draft.get("mode") == "shadow":
+            return [_section("*The bot would have said* (not sent; answer with Send to customer)\n"
+                             + _quoted(str(draft.get("text") or "")))], False
+        return [_section("*Draft answer* (waiting for approval)\n" + _quoted(str(draft.get("text") or "")))], True
+    line = _DECIDED.get(status, "Draft " + escape(status) + " by {who}")
+    return [{"type": "context", "elements": [_mrkdwn(
+        ":memo: " + line.format(who=who, reason=escape(str(draft.get("reason") or "-"))))]}], False
+
+
 def _when(value: Any) -> str:
     if not value:
         return "-"
@@ -96,8 +145,10 @@ def status_line(handoff: Handoff) -> str:
     return status
 
 
-def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permalink: str | None) -> list[dict[str, Any]]:
-    """The handoff card: the continuity brief, the card's status and its buttons."""
+def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permalink: str | None,
+         next_tier: str | None = None) -> list[dict[str, Any]]:
+    """The handoff card: the continuity brief, the bot's draft if any, the card's status and its buttons.
+    ``next_tier``: the route the conversation can be escalated to (``Service.next_tier``), if any."""
     brief = handoff.brief
     conversation = handoff.conversation
     route = handoff.sla_route or brief["route"]
@@ -136,17 +187,27 @@ def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permali
     written = brief.get("written_by") or "rules"
     by = "" if written == "rules" else f" _(summary by {escape(written)}; the words in quotes are the customer's)_"
     blocks.append(_section(f"*Suggested next step*\n{escape(brief['next_step'])}{by}"))
+    drafted, waiting = _draft(handoff)
+    blocks.extend(drafted)
     blocks.append({"type": "context", "elements": [_mrkdwn(status_line(handoff))]})
     if conversation.state is not ConversationState.resolved:
-        buttons = []
+        buttons: list[dict[str, Any]] = []
+        if waiting:
+            buttons.append(_button("Approve & send", APPROVE, conversation.id, "primary"))
+            buttons.append(_button("Edit & send", SEND, conversation.id))
+            buttons.extend(_reject_menu(conversation.id, policy.autonomy.reject_reasons))
         if not conversation.claimed_by:
-            buttons.append(_button("Claim", CLAIM, conversation.id, "primary"))
+            buttons.append(_button("Claim", CLAIM, conversation.id, None if waiting else "primary"))
         looped = {i.route for i in handoff.looped_in}
         for name in policy.escalation.loop_in:
             if name not in looped:
                 label = policy.routes[name].label or name
                 buttons.append(_button(f"Loop in {label}", f"{LOOP_IN}:{name}", conversation.id))
-        buttons.append(_button("Send to customer", SEND, conversation.id))
+        if next_tier is not None:
+            upper = policy.routes[next_tier].label or next_tier if next_tier in policy.routes else next_tier
+            buttons.append(_button(f"Escalate to {upper}", ESCALATE, conversation.id))
+        if not waiting:
+            buttons.append(_button("Send to customer", SEND, conversation.id))
         buttons.append(_button("Resolve", RESOLVE, conversation.id, "danger"))
         blocks.append({"type": "actions", "block_id": "baton_card_actions", "elements": buttons[:25]})
     return blocks

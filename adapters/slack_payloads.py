@@ -54,9 +54,16 @@ class User(_Payload):
     """The person's own workspace: staff are the installing workspace's members."""
 
 
+class Option(_Payload):
+    value: str
+
+
 class Action(_Payload):
+    """A button (its ``value``) or a menu (its ``selected_option``) on a card."""
+
     action_id: str
     value: str | None = None
+    selected_option: Option | None = None
 
 
 class Click(_Payload):

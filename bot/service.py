@@ -577,10 +577,13 @@ class Service:
             return problems
         if conversation.claimed_by is None:
             await self.claim(conversation_id, who)
+        decided = False
         if (pending := await self.store.pending_draft(conversation_id)) is not None:
             ratio = autonomy.edit_ratio(pending["text"], text)
             status = "answered" if pending["mode"] == "shadow" else "approved" if ratio == 0 else "edited"
-            if await self.store.decide_draft(pending["id"], status=status, by=who, final_text=text, edit_ratio=ratio):
+            decided = await self.store.decide_draft(pending["id"], status=status, by=who, final_text=text,
+                                                    edit_ratio=ratio)
+            if decided:
                 await self._judged(pending["intent"])
         now = datetime.now(UTC)
         await self.store.record_message(conversation_id, Message(
@@ -588,7 +591,8 @@ class Service:
             thread=conversation.thread, author=Person(id=who, name=name, role=Role.staff), text=text, at=now,
             event_id=source or f"send:{uuid.uuid4()}"))
         await self._enqueue(conversation_id, [StaffReply(text=text, author_id=who, author_name=name),
-                                              Note(text=f"sent to the customer: {text}", actor=who)],
+                                              Note(text=f"sent to the customer: {text}", actor=who),
+                                              *([CardUpdate()] if decided else [])],  # the card shows the draft
                             source=source or f"send:{uuid.uuid4()}")
         return []
 

@@ -326,7 +326,7 @@ def staff_click(user: str, action_id: str, value: str, card_ts: str, n: int) -> 
 
 def card_buttons(card: dict[str, Any]) -> dict[str, str]:
     """The card's buttons: action id -> value (the conversation id)."""
-    return {e["action_id"]: e["value"] for b in card.get("blocks") or [] if b.get("type") == "actions"
+    return {e["action_id"]: e.get("value") for b in card.get("blocks") or [] if b.get("type") == "actions"
             for e in b["elements"]}
 
 
