@@ -318,8 +318,21 @@ class ReviewItem(_Frozen):
     text: str
 
 
+class AutonomyNotice(_Frozen):
+    """An intent's autonomy changed (a demotion, or a promotion Baton may make alone), or a promotion is
+    proposed for a lead to confirm: told to the leads with its figures."""
+
+    kind: Literal["autonomy"] = "autonomy"
+    intent: str
+    mode: str
+    previous: str
+    why: str
+    confirmed: bool
+    figures: dict[str, Any] = {}
+
+
 Action = Annotated[Reply | AskDetails | OpenHandoff | MirrorToInternal | Hold | StaffReply | Note | CardUpdate
-                   | ReviewItem, Field(discriminator="kind")]
+                   | ReviewItem | AutonomyNotice, Field(discriminator="kind")]
 CUSTOMER_FACING = ("reply", "ask_details")
 """Actions the bot itself says to the customer (the guard has checked them)."""
 TO_CUSTOMER = ("reply", "ask_details", "staff_reply")

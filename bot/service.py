@@ -29,6 +29,7 @@ from bot.handoff import Brief, Line, build_brief
 from bot.model import (
     TO_CUSTOMER,
     Action,
+    AutonomyNotice,
     CardUpdate,
     Conversation,
     ConversationState,
@@ -424,7 +425,7 @@ class Service:
         if not await self.store.tag_review(review_id, tag=tag, by=who, note=note):
             return Tagged(problems=["this item was already tagged"])
         harmful = tag in rules.harmful or (tag in rules.harmful_when_sensitive and item["intent"] in rules.sensitive)
-        await self._judged(item["intent"], harmful=tag if harmful else None)
+        await self._judged(item["intent"], item["conversation_id"], harmful=tag if harmful else None)
         log.info("review_tagged", review_id=review_id, tag=tag, staff=who, intent=item["intent"], harmful=harmful)
         if tag in rules.knowledge:
             return Tagged(owner=rules.knowledge_owner, article=item["article"])
@@ -584,7 +585,7 @@ class Service:
             decided = await self.store.decide_draft(pending["id"], status=status, by=who, final_text=text,
                                                     edit_ratio=ratio)
             if decided:
-                await self._judged(pending["intent"])
+                await self._judged(pending["intent"], conversation_id)
         now = datetime.now(UTC)
         await self.store.record_message(conversation_id, Message(
             platform=conversation.platform, workspace=conversation.workspace, channel=conversation.channel,
@@ -650,7 +651,7 @@ class Service:
             thread=conversation.thread, author=author, text=text, at=datetime.now(UTC), event_id=source))
         await self._enqueue(conversation_id, [reply, Note(text="approved the bot's draft and sent it", actor=who),
                                               CardUpdate()], source=source)
-        await self._judged(pending["intent"])
+        await self._judged(pending["intent"], conversation_id)
         return []
 
     async def reject_draft(self, conversation_id: str, who: str, reason: str) -> list[str]:
@@ -665,17 +666,36 @@ class Service:
             return ["someone else already decided on this draft"]
         await self._enqueue(conversation_id, [Note(text=f"rejected the bot's draft: {reason}", actor=who),
                                               CardUpdate()], source=f"reject:{pending['id']}")
-        await self._judged(pending["intent"], harmful=reason if reason in self.policy.autonomy.harmful else None)
+        await self._judged(pending["intent"], conversation_id,
+                           harmful=reason if reason in self.policy.autonomy.harmful else None)
         return []
 
-    async def _judged(self, intent: str, *, harmful: str | None = None) -> None:
-        """A person judged one of ``intent``'s drafts: its autonomy may change (see :mod:`bot.autonomy`)."""
+    async def _judged(self, intent: str, conversation_id: str, *, harmful: str | None = None) -> None:
+        """A person judged one of ``intent``'s drafts or answers: its autonomy may change (see
+        :mod:`bot.autonomy`). The leads are told once per change or proposal, with the figures."""
         if intent not in self.policy.intents:
             return
         change = await autonomy.review(self.store, self.policy, intent, harmful=harmful)
-        if change is not None:
-            log.info("autonomy_changed" if change.confirmed else "autonomy_promotion_proposed", intent=intent,
-                     mode=change.mode, previous=change.previous, why=change.why, **change.figures.as_dict())
+        if change is None:
+            return
+        log.info("autonomy_changed" if change.confirmed else "autonomy_promotion_proposed", intent=intent,
+                 mode=change.mode, previous=change.previous, why=change.why, **change.figures.as_dict())
+        changes = len(await self.store.autonomy_changes(intent))
+        await self._enqueue(conversation_id, [AutonomyNotice(
+            intent=intent, mode=change.mode, previous=change.previous, why=change.why, confirmed=change.confirmed,
+            figures=change.figures.as_dict())], source=f"autonomy:{intent}:{change.previous}:{change.mode}:{changes}")
+
+    async def promote(self, intent: str, who: str) -> list[str]:
+        """A lead confirms ``intent``'s proposed promotion (the Promote button, or ``python -m bot autonomy
+        --promote``). Returns why not, when the figures no longer call for it."""
+        if intent not in self.policy.intents:
+            return [f"no intent {intent!r} in the policy"]
+        try:
+            change = await autonomy.promote(self.store, self.policy, intent, by=who)
+        except ValueError as exc:
+            return [str(exc)]
+        log.info("autonomy_changed", intent=intent, mode=change.mode, previous=change.previous, by=who)
+        return []
 
     async def resolve(self, conversation_id: str, who: str) -> bool:
         """Close the conversation, and ask the customer the CSAT question if the policy has one."""

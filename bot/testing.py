@@ -33,6 +33,7 @@ from bot.inbox import Translated
 from bot.model import (
     TO_CUSTOMER,
     AskDetails,
+    AutonomyNotice,
     Conversation,
     ConversationState,
     Hold,
@@ -323,6 +324,12 @@ class MemoryPlatform(Platform):
             return {"ts": post.ts}
         if isinstance(action, ReviewItem):  # the QA review queue, in its own channel
             post = self._post(parcel, REVIEW_CHANNEL, None, "review", action.text, route=action.reason)
+            self.reviews.append(post)
+            return {"ts": post.ts}
+        if isinstance(action, AutonomyNotice):  # told to the leads, in the review channel
+            verb = "now" if action.confirmed else "PROPOSED:"
+            post = self._post(parcel, REVIEW_CHANNEL, None, "autonomy",
+                              f"{action.intent} {verb} {action.previous} -> {action.mode}: {action.why}")
             self.reviews.append(post)
             return {"ts": post.ts}
         if handoff is None:

@@ -156,8 +156,14 @@ async def test_a_run_of_unedited_approvals_proposes_a_promotion_a_lead_confirms(
         _, conversation = await ask(drafting, n)
         assert await drafting.service.approve_draft(conversation, "U0SAM", None) == []
     assert (await autonomy.modes(store, draft_policy))["how_to"] == "draft"  # proposed, not made
-    change = await autonomy.promote(store, draft_policy, "how_to", by="U0LEAD")
-    assert change.mode == "auto" and change.figures.sample == 3 and change.figures.approved_unedited == 1.0
+    await drafting.settle()
+    told = [post.text for post in drafting.platform.reviews if post.kind == "autonomy"]
+    assert told == ["how_to PROPOSED: draft -> auto: approved unedited 100%, mean edit 0.00, rejected 0% over the "
+                    "last 3"]  # once, to the leads, with the figures
+    assert await drafting.service.promote("nope", "U0LEAD") != []
+    assert await drafting.service.promote("how_to", "U0LEAD") == []
+    [change] = await store.autonomy_changes("how_to")
+    assert change["mode"] == "auto" and change["figures"]["sample"] == 3 and change["figures"]["approved_unedited"] == 1
     assert (await autonomy.modes(store, draft_policy))["how_to"] == "auto"
     [stored] = await store.autonomy_changes("how_to")
     assert stored["by"] == "U0LEAD" and stored["previous"] == "draft" and stored["figures"]["sample"] == 3
@@ -178,6 +184,9 @@ async def test_one_harmful_rejection_demotes_at_once(policy: Policy, knowledge: 
         assert await bot.service.reject_draft(conversation, "U0SAM", "should have escalated") == []
         assert (await autonomy.modes(store, rules))["how_to"] == "shadow"
         assert (await store.autonomy_changes("how_to"))[-1]["why"].startswith("a draft was rejected as harmful")
+        await bot.settle()
+        told = [post.text for post in bot.platform.reviews if post.kind == "autonomy"]
+        assert told[0].startswith("how_to now draft -> auto") and told[-1].startswith("how_to now draft -> shadow")
 
 
 def test_a_human_tier_intent_is_never_promoted_past_draft(policy: Policy):
