@@ -631,7 +631,7 @@ class Service:
         conversation = await self.store.get_conversation(conversation_id)
         pending = await self.store.pending_draft(conversation_id)
         if conversation is None or pending is None:
-            return ["no draft is waiting for approval in this conversation"]
+            return [await self._no_pending(conversation_id)]
         text = str(pending["text"])
         if problems := self.check_staff_text(conversation, text):
             return problems
@@ -661,7 +661,7 @@ class Service:
             return [f"{reason!r} is not one of the reasons: {', '.join(self.policy.autonomy.reject_reasons)}"]
         pending = await self.store.pending_draft(conversation_id)
         if pending is None:
-            return ["no draft is waiting for approval in this conversation"]
+            return [await self._no_pending(conversation_id)]
         if not await self.store.decide_draft(pending["id"], status="rejected", by=who, reason=reason):
             return ["someone else already decided on this draft"]
         await self._enqueue(conversation_id, [Note(text=f"rejected the bot's draft: {reason}", actor=who),
@@ -669,6 +669,14 @@ class Service:
         await self._judged(pending["intent"], conversation_id,
                            harmful=reason if reason in self.policy.autonomy.harmful else None)
         return []
+
+    async def _no_pending(self, conversation_id: str) -> str:
+        """Why there is no draft to act on: someone was first (the same words whichever way the race went),
+        or there never was one."""
+        handoff = await self.store.handoff(conversation_id)
+        if handoff is not None and handoff.draft is not None:
+            return "someone else already decided on this draft"
+        return "no draft is waiting for approval in this conversation"
 
     async def _judged(self, intent: str, conversation_id: str, *, harmful: str | None = None) -> None:
         """A person judged one of ``intent``'s drafts or answers: its autonomy may change (see

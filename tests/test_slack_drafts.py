@@ -157,7 +157,7 @@ async def test_approve_sends_exactly_the_draft_once_and_redraws_the_card(draftin
     assert await drafting.click("U0SAM", blocks.APPROVE, conversation_id, card_ts) == 200
     await drafting.settle()
     assert len(customer_posts(drafting, ts)) == 2
-    assert ephemerals(drafting, "U0SAM") == ["Nothing was done: no draft is waiting for approval in this conversation"]
+    assert ephemerals(drafting, "U0SAM") == ["Nothing was done: someone else already decided on this draft"]
 
 
 async def test_edit_and_send_posts_the_edit_and_stores_its_edit_ratio(drafting: Harness, store: Store):
