@@ -1,4 +1,5 @@
-"""Slack: customers in Slack Connect channels, staff on handoff cards in an internal channel.
+"""Slack: customers in Slack Connect channels, staff on handoff cards in an internal channel, and the QA
+review queue (sampled decisions with one-click tags) in a review channel.
 
 A thin edge over one Bolt ``AsyncApp``, as a :class:`bot.platform.Platform`: an event is stored in the
 inbox by a Bolt middleware before Slack gets its 200 (a 503 when the database cannot take it, so that
@@ -37,10 +38,23 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_blocks as blocks
+from adapters import slack_home
 from adapters import slack_markup as markup
 from adapters import slack_payloads as payloads
 from bot.inbox import NotYet, Translated
-from bot.model import TO_CUSTOMER, AskDetails, Conversation, Handoff, Message, Person, Reply, Role, StaffReply
+from bot.model import (
+    TO_CUSTOMER,
+    AskDetails,
+    AutonomyNotice,
+    Conversation,
+    Handoff,
+    Message,
+    Person,
+    Reply,
+    ReviewItem,
+    Role,
+    StaffReply,
+)
 from bot.outbox import Parcel, RetryLater, Transient, Undeliverable
 from bot.platform import Platform, PlatformConfigError, remember
 from bot.policy import Policy
@@ -87,10 +101,18 @@ class SlackConfig:
     app_token: str | None = None
     groups: Mapping[str, str] = field(default_factory=dict)
     """Route name -> the Slack user group (S...), user or channel id mentioned for it."""
+    review_channel: str | None = None
+    """Where the QA review queue is posted (``BATON_REVIEW_CHANNEL``); ``None``: the internal channel."""
+
+    @property
+    def review(self) -> str:
+        """The channel of the QA review posts: the review channel, else the internal channel."""
+        return self.review_channel or self.internal_channel
 
     def __repr__(self) -> str:  # never print the credentials
         return (f"SlackConfig(customer_channels={sorted(self.customer_channels)}, "
-                f"internal_channel={self.internal_channel!r}, api_url={self.api_url!r})")
+                f"internal_channel={self.internal_channel!r}, review_channel={self.review_channel!r}, "
+                f"api_url={self.api_url!r})")
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: Policy, environ: Mapping[str, str] | None = None,
@@ -120,6 +142,13 @@ class SlackConfig:
         elif internal in settings.customer_channels:
             problems.append(f"BATON_INTERNAL_CHANNEL {internal} is also a customer channel: handoff cards "
                             "would be shown to customers")
+        review = settings.review_channel
+        if review is not None and not _CHANNEL_ID.match(review):
+            problems.append(f"BATON_REVIEW_CHANNEL: {review!r} is not a channel ID (C... or G...); leave it "
+                            "unset to post review items in the internal channel")
+        elif review is not None and review in settings.customer_channels:
+            problems.append(f"BATON_REVIEW_CHANNEL {review} is also a customer channel: review items (the "
+                            "customer's words, staff's tags) would be shown to customers")
         groups = route_groups(policy, environ)
         for route, target in groups.items():
             if not _GROUP_ID.match(target):
@@ -134,7 +163,7 @@ class SlackConfig:
                    customer_channels=frozenset(settings.customer_channels), internal_channel=internal,
                    api_url=api_url if api_url.endswith("/") else api_url + "/",
                    app_token=settings.slack_app_token.get_secret_value() if settings.slack_app_token else None,
-                   groups=groups)
+                   groups=groups, review_channel=review or None)
 
 
 def route_groups(policy: Policy, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -210,6 +239,14 @@ class SlackAdapter(Platform):
                 f"BATON_INTERNAL_CHANNEL {self.config.internal_channel} is shared with another organisation "
                 "(Slack Connect): handoff cards and internal notes would reach people outside the company. "
                 "Use a channel with no external members.")
+        review = self.config.review
+        if review != self.config.internal_channel:
+            info = await self._channel(review, "BATON_REVIEW_CHANNEL")
+            if info.get("is_ext_shared") or info.get("is_pending_ext_shared"):
+                raise SlackConfigError(
+                    f"BATON_REVIEW_CHANNEL {review} is shared with another organisation (Slack Connect): "
+                    "review items and staff's tags would reach people outside the company. Use a channel "
+                    "with no external members, or leave it unset to use the internal channel.")
         for channel in sorted(self.config.customer_channels):
             info = await self._channel(channel, "BATON_CUSTOMER_CHANNELS")
             if not info.get("is_ext_shared"):
@@ -221,7 +258,8 @@ class SlackAdapter(Platform):
                         hint="set BATON_ROUTE_<NAME> to each route's Slack user group ID")
         self.ready = True
         log.info("slack_ready", team=self.team_id, bot_user=self.bot_user_id,
-                 customer_channels=sorted(self.config.customer_channels), internal=self.config.internal_channel)
+                 customer_channels=sorted(self.config.customer_channels), internal=self.config.internal_channel,
+                 review=self.config.review)
 
     async def _channel(self, channel: str, variable: str) -> dict[str, Any]:
         try:
@@ -298,6 +336,7 @@ class SlackAdapter(Platform):
     def _register(self) -> None:
         self.app.error(self._on_error)
         self.app.middleware(self._store_event)
+        slack_home.register(self)
         self.app.action(blocks.CLAIM)(self._on_claim)
         self.app.action(re.compile(f"^{blocks.LOOP_IN}:"))(self._on_loop_in)
         self.app.action(blocks.SEND)(self._on_send)
@@ -306,6 +345,8 @@ class SlackAdapter(Platform):
         self.app.action(blocks.APPROVE)(self._on_approve)
         self.app.action(blocks.REJECT)(self._on_reject)
         self.app.action(blocks.ESCALATE)(self._on_escalate)
+        self.app.action(blocks.TAG)(self._on_tag)
+        self.app.action(blocks.PROMOTE)(self._on_promote)
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
         """A payload Bolt or a listener could not read (a shape no model foresaw): one warning line, and a
@@ -324,6 +365,8 @@ class SlackAdapter(Platform):
             return await next()
         envelope_id = body.get("event_id") if isinstance(body.get("event_id"), str) else ""
         event = body.get("event") or {}
+        if isinstance(event, dict) and event.get("type") == "app_home_opened":
+            return await next()  # changes nothing, never stored: adapters/slack_home.py draws the Home at once
         wanted = self._wanted(event) if isinstance(event, dict) else None
         if wanted is None:
             await self.tracker.done(envelope_id)
@@ -672,6 +715,99 @@ class SlackAdapter(Platform):
         finally:
             await self.tracker.done(_trigger(body))
 
+    # ---- inbound: tags on a review post ----
+
+    async def _on_promote(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """A lead confirms a proposed promotion: staff proven, and one of ``BATON_LEADS`` when that is set."""
+        await ack()
+        try:
+            try:
+                click = payloads.Click.model_validate(body)
+            except ValidationError as exc:
+                log.warning("slack_interaction_rejected", kind="block_actions", action=blocks.PROMOTE,
+                            reason=payloads.reason(exc))
+                return
+            who, action = click.user.id, click.actions[0] if click.actions else None
+            leads = slack_home.leads()
+            if not self._staff(click.user) or (leads and who not in leads):
+                log.warning("slack_interaction_refused", user=who, action=blocks.PROMOTE, reason="not a lead")
+                await self._ephemeral(body, who, NOT_STAFF if not self._staff(click.user)
+                                      else "Only the support leads (BATON_LEADS) can promote an intent.")
+                return
+            problems = await self.service.promote(action.value or "", who) if action else ["no intent"]
+            await self._ephemeral(body, who, f"Nothing was done: {'; '.join(problems)}" if problems
+                                  else f"Promoted {action.value if action else ''}: python -m bot autonomy shows it.")
+        finally:
+            await self.tracker.done(_trigger(body))
+
+    async def _on_tag(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """A tag from a review post's menu: staff proven as on the card, then the service judges it (the
+        first tag stands); the post is redrawn with who tagged it, and a tag that blames the help center
+        is told to its owners in the post's thread, with the article."""
+        await ack()
+        try:
+            try:
+                choice = payloads.TagChoice.model_validate(body)
+            except ValidationError as exc:
+                log.warning("slack_interaction_rejected", kind="block_actions", action=blocks.TAG,
+                            reason=payloads.reason(exc))
+                return
+            who = choice.user.id
+            if not self._staff(choice.user):
+                log.warning("slack_interaction_refused", user=who, team=choice.user.team_id, action=blocks.TAG,
+                            reason="not a member of the installing workspace")
+                await self._ephemeral(body, who, NOT_STAFF)  # the same words whatever an outsider clicked
+                return
+            option = choice.actions[0].selected_option if choice.actions else None
+            if option is None:
+                log.warning("slack_interaction_rejected", kind="block_actions", action=blocks.TAG,
+                            reason="a tag without a chosen option")
+                await self._ephemeral(body, who, "Choose a tag from the menu.")
+                return
+            review, tag = blocks.split_option(option.value)
+            if not (review.isascii() and review.isdigit() and int(review) < 2**31):
+                log.warning("slack_interaction_refused", user=who, action=blocks.TAG, value=review,
+                            reason="no such review item")
+                await self._ephemeral(body, who, "This review post is not in Baton's records.")
+                return
+            tagged = await self.service.tag_review(int(review), who, tag)
+            if tagged.problems:
+                await self._problems(body, who, tagged.problems)
+                return
+            where = choice.container
+            await self._redraw_review(int(review), where.channel_id, where.message_ts)
+            if tagged.owner is not None:
+                article = blocks.link(tagged.article, tagged.article) if tagged.article else \
+                    "no article was cited (one may be missing)"
+                text = (f"{blocks.mention(self.config.groups.get(tagged.owner)) or tagged.owner} the help center "
+                        f"needs a look: {article} (tagged *{blocks.escape(tag)}* by {blocks.mention(who)})")
+                try:
+                    await self._post(channel=where.channel_id, thread_ts=where.message_ts, text=text)
+                except (SlackApiError, ClientError, TimeoutError) as exc:
+                    log.warning("review_owner_note_failed", review_id=review, error=_error(exc))
+        finally:
+            await self.tracker.done(_trigger(body))
+
+    async def _redraw_review(self, review_id: int, channel: str, ts: str) -> None:
+        """The review post drawn again from the store (tagged: the menu gives way to who tagged it)."""
+        review = await self.service.store.review(review_id)
+        found = await self.service.store.with_handoff(review["conversation_id"]) if review else None
+        if review is None or found is None:
+            return
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=blocks.review_text(review),
+                                          blocks=await self._review_blocks(review, *found))
+        except (SlackApiError, ClientError, TimeoutError) as exc:
+            log.warning("review_redraw_failed", review_id=review_id, error=_error(exc))
+
+    async def _review_blocks(self, review: Mapping[str, Any], conversation: Conversation,
+                             handoff: Handoff | None) -> list[dict[str, Any]]:
+        card_link = None
+        if handoff is not None and handoff.card_ts:
+            card_link = await self._link(handoff.card_channel or self.config.internal_channel, handoff.card_ts)
+        return blocks.review_post(review, self.service.policy.review.tags, platform=conversation.platform,
+                                  thread_link=await self._permalink(conversation), card_link=card_link)
+
     async def _problems(self, body: dict[str, Any], user: str, problems: list[str]) -> None:
         """Why a click did nothing, told to the clicker alone."""
         if problems:
@@ -710,8 +846,8 @@ class SlackAdapter(Platform):
 
     async def find(self, parcel: Parcel) -> dict[str, Any] | None:
         """The post an earlier attempt at ``parcel`` made, found by the outbox id in its metadata: in the
-        thread it went to, or for a new card in the internal channel since the row was written. Card
-        updates are safe to repeat: ``None``."""
+        thread it went to, or for a new card (a new review post) in the internal (review) channel since the row
+        was written. Card updates are safe to repeat: ``None``."""
         try:
             return await self._find(parcel)
         except SlackApiError as exc:
@@ -729,6 +865,10 @@ class SlackAdapter(Platform):
         if action.kind in TO_CUSTOMER:
             found = await self._posted(parcel.id, conversation.channel, thread=conversation.thread)
             return {"ts": found} if found else None
+        if isinstance(action, ReviewItem | AutonomyNotice):  # a new post in the review channel, as a new card
+            since = parcel.created_at.timestamp() - 60 if parcel.created_at else None
+            found = await self._posted(parcel.id, self.config.review, since=since)
+            return {"channel": self.config.review, "ts": found} if found else None
         if handoff is None or action.kind == "card":
             return None
         if action.kind == "open_handoff" and not handoff.card_ts:
@@ -778,6 +918,18 @@ class SlackAdapter(Platform):
             response = await self._post(channel=conversation.channel, thread_ts=conversation.thread,
                                         text=blocks.escape(action.text), metadata=metadata, **extra)
             return {"ts": response["ts"]}
+        if isinstance(action, AutonomyNotice):  # told to the leads, in the review channel
+            text, shown = blocks.autonomy_notice(action.intent, action.mode, action.previous, action.why,
+                                                 confirmed=action.confirmed, figures=action.figures)
+            response = await self._post(channel=self.config.review, text=text, blocks=shown, metadata=metadata)
+            return {"channel": self.config.review, "ts": response["ts"]}
+        if isinstance(action, ReviewItem):  # the QA review queue: with or without a handoff
+            review = await self.service.store.review(action.review_id) or {
+                "id": action.review_id, "reason": action.reason, "text": action.text}
+            response = await self._post(channel=self.config.review, text=blocks.review_text(review),
+                                        blocks=await self._review_blocks(review, conversation, handoff),
+                                        metadata=metadata)
+            return {"channel": self.config.review, "ts": response["ts"]}
         if handoff is None:
             return {"skipped": "no handoff for this conversation"}
         if action.kind == "open_handoff":
@@ -834,9 +986,12 @@ class SlackAdapter(Platform):
         if conversation.platform != PLATFORM:
             other = self.application.platforms.get(conversation.platform)
             return await other.permalink(conversation) if other is not None else None
+        return await self._link(conversation.channel, conversation.thread)
+
+    async def _link(self, channel: str, ts: str) -> str | None:
+        """A Slack message's permalink (``None`` when Slack cannot give it)."""
         try:
-            return str((await self.client.chat_getPermalink(channel=conversation.channel,
-                                                            message_ts=conversation.thread))["permalink"])
+            return str((await self.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"])
         except (SlackApiError, ClientError, TimeoutError):
             return None
 

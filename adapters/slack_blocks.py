@@ -1,7 +1,8 @@
-"""Block Kit for the internal handoff card and the "Send to customer" modal.
+"""Block Kit for the internal handoff card, the "Send to customer" modal and the QA review posts.
 
-Pure functions of a :class:`bot.model.Handoff`: the card is drawn again from the stored state on
-every change (claim, loop-in, SLA, resolve), so what staff see is always what the store holds.
+Pure functions of a :class:`bot.model.Handoff` (or of a stored review item): the card is drawn again from
+the stored state on every change (claim, loop-in, SLA, resolve), and a review post once tagged, so what
+staff see is always what the store holds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ RESOLVE = "baton_resolve"
 APPROVE = "baton_approve"
 REJECT = "baton_reject"
 ESCALATE = "baton_escalate"
+TAG = "baton_tag"
+PROMOTE = "baton_promote"
 SEND_VIEW = "baton_send_view"
 MESSAGE_BLOCK, MESSAGE_INPUT = "message", "text"
 
@@ -112,6 +115,64 @@ def _draft(handoff: Handoff) -> tuple[list[dict[str, Any]], bool]:
     line = _DECIDED.get(status, "Draft " + escape(status) + " by {who}")
     return [{"type": "context", "elements": [_mrkdwn(
         ":memo: " + line.format(who=who, reason=escape(str(draft.get("reason") or "-"))))]}], False
+
+
+REVIEW_REASONS = {"auto_answer": "Sent on its own (a sample of automatic answers)",
+                  "low_confidence": "Low confidence: was it read right?",
+                  "hold": "Held by the pre-send guard",
+                  "handoff": "Handed to a person: was it needed?",
+                  "csat": "Rated 1-2 by the customer",
+                  "repeat_contact": "Repeat contact: the customer came back"}
+"""Why an item was picked for review, as the review post says it (by ``ReviewItem.reason``)."""
+
+
+def review_text(review: Mapping[str, Any]) -> str:
+    """A review post's notification text: why it was picked (no customer words)."""
+    reason = str(review.get("reason") or "")
+    return f"QA review: {REVIEW_REASONS.get(reason, escape(reason))} ({escape(str(review.get('intent') or '-'))})"
+
+
+def _tag_menu(review_id: str, tags: list[str]) -> list[dict[str, Any]]:
+    """The tag menu: one option per tag of the policy (as the Reject menu: a tag too long for an option's
+    value is left out, never cut; no menu without options)."""
+    options = [{"text": {"type": "plain_text", "text": tag[:75]}, "value": option_value(review_id, tag)}
+               for tag in tags if len(option_value(review_id, tag)) <= _MAX_OPTION_VALUE]
+    return [{"type": "static_select", "action_id": TAG, "options": options[:100],
+             "placeholder": {"type": "plain_text", "text": "Tag this"}}] if options else []
+
+
+def link(url: str | None, label: str) -> str:
+    """A mrkdwn link to ``url`` (ours or the help center's), or ``-``; a URL that could break out of the
+    link syntax is shown escaped instead."""
+    if not url:
+        return "-"
+    if url.startswith(("https://", "http://")) and not any(c in url for c in "<>| \n"):
+        return f"<{url.replace('&', '&amp;')}|{escape(label)}>"
+    return escape(url)
+
+
+def review_post(review: Mapping[str, Any], tags: list[str], *, thread_link: str | None, card_link: str | None,
+                platform: str) -> list[dict[str, Any]]:
+    """A QA review post: why it was picked, what happened (the customer's words escaped), where to look
+    (the customer's thread, the handoff card if any, the article used), and the tag menu; once tagged,
+    who tagged it and how instead of the menu."""
+    reason = str(review.get("reason") or "")
+    head = f":mag: *{REVIEW_REASONS.get(reason, escape(reason))}* · intent {escape(str(review.get('intent') or '-'))}"
+    where = [f"*Customer's thread:* {link(thread_link, f'open in {platform.capitalize()}')}"]
+    if card_link:
+        where.append(f"*Handoff card:* {link(card_link, 'open the card')}")
+    if review.get("article"):
+        where.append(f"*Article:* {link(str(review['article']), str(review['article']))}")
+    blocks: list[dict[str, Any]] = [_section(head), _section(_quoted(str(review.get("text") or ""))),
+                                    {"type": "context", "elements": [_mrkdwn(" · ".join(where))]}]
+    if review.get("tag"):
+        line = f":label: Tagged *{escape(str(review['tag']))}* by {mention(review.get('tagged_by')) or 'someone'}"
+        if review.get("note"):
+            line += f": {escape(str(review['note']))}"
+        blocks.append({"type": "context", "elements": [_mrkdwn(line)]})
+    elif menu := _tag_menu(str(review.get("id")), tags):
+        blocks.append({"type": "actions", "block_id": "baton_review_actions", "elements": menu})
+    return blocks
 
 
 def _when(value: Any) -> str:
@@ -241,3 +302,22 @@ def send_modal(conversation_id: str, customer: str, draft: str | None) -> dict[s
                 "Posted in the customer's thread under your name. Messages in the internal thread stay internal."}]},
         ],
     }
+
+
+def autonomy_notice(intent: str, mode: str, previous: str, why: str, *, confirmed: bool,
+                    figures: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The leads' notice of an intent's autonomy: a change made (a demotion, or a promotion the policy lets
+    Baton make alone), or a proposed promotion with a **Promote** button. Returns (text, blocks)."""
+    head = (f"*{intent}* is now *{mode}* (was {previous})" if confirmed
+            else f"*{intent}* could move up from *{previous}* to *{mode}*")
+    text = f"{head}: {escape(why)}"
+    shown: list[dict[str, Any]] = [_section(f":bar_chart: {text}")]
+    if figures:
+        unedited, edit = float(figures.get("approved_unedited", 0)), float(figures.get("mean_edit_ratio", 0))
+        shown.append({"type": "context", "elements": [_mrkdwn(
+            f"sample {figures.get('sample', 0)} · approved unedited {unedited:.0%} · mean edit {edit:.2f} · "
+            f"rejected {float(figures.get('rejected', 0)):.0%} · harmful {figures.get('harmful', 0)}")]})
+    if not confirmed:
+        shown.append({"type": "actions", "block_id": "baton_autonomy", "elements": [
+            _button(f"Promote to {mode}", PROMOTE, intent, "primary")]})
+    return text.replace("*", ""), shown

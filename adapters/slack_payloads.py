@@ -74,6 +74,20 @@ class Click(_Payload):
     actions: list[Action]
 
 
+class Container(_Payload):
+    """Where a clicked control is: the message that carries it."""
+
+    channel_id: str
+    message_ts: str
+
+
+class TagChoice(Click):
+    """A ``block_actions`` payload of a review post's tag menu: the option's value names the review item
+    (``"<review_id>|<tag>"``), and the container is the review post to redraw."""
+
+    container: Container
+
+
 class Input(_Payload):
     value: str | None = None
 

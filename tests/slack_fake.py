@@ -325,6 +325,11 @@ class FakeSlack:
                              "permalink": f"https://notewise.example/archives/{args.get('channel')}/p{ts}"}
         if method == "views.open":
             return 200, {}, {"ok": True, "view": {"id": "V0MODAL", **args.get("view", {})}}
+        if method == "views.publish":  # a user's App Home; every call is kept in ``calls``
+            view = args.get("view")
+            if not args.get("user_id") or not isinstance(view, dict) or len(view.get("blocks") or []) > 100:
+                return 200, {}, {"ok": False, "error": "invalid_arguments"}
+            return 200, {}, {"ok": True, "view": {"id": f"V0HOME{args['user_id']}", "team_id": HOST_TEAM, **view}}
         if method == "conversations.replies":
             return 200, {}, self._replies(args)
         if method == "conversations.history":

@@ -469,7 +469,8 @@ SCOPES_FOR = {  # the bot scope each Web API method Baton calls needs (per Slack
     "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
     "conversations_info": "channels:read", "users_info": "users:read", "chat_getPermalink": None,
     "views_open": None, "auth_test": None,
-    "files_info": "files:read",  # a Slack Connect file's name (it arrives as file_access: check_file_info)
+    "files_info": "files:read",
+    "views_publish": None,  # App Home  # a Slack Connect file's name (it arrives as file_access: check_file_info)
     # Delivered once: a retry after an ambiguous failure looks for its post (message metadata) first.
     "conversations_replies": "channels:history", "conversations_history": "channels:history",
 }
@@ -484,7 +485,9 @@ def test_the_app_manifest_grants_what_the_adapter_uses():
     assert {SCOPES_FOR[m] for m in used if SCOPES_FOR[m]} <= scopes
     assert "chat:write.customize" in scopes  # staff replies show the agent's name
     settings = manifest["settings"]
-    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "message.channels", "message.groups"}
+    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "message.channels", "message.groups",
+                                                                  "app_home_opened"}
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True  # the staff's Home (adapters/slack_home.py)
     assert {"channels:history", "groups:history", "app_mentions:read"} <= scopes  # what those events need
     assert settings["interactivity"]["is_enabled"]
     assert settings["interactivity"]["request_url"] == settings["event_subscriptions"]["request_url"]

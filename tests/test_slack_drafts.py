@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from slack_fake import GROUPS, INTERNAL, SHARED, FakeSlack, Harness
+from test_autonomy import supervised  # the shipped policy with how-to answers in a mode
 
 from adapters import slack_blocks as blocks
 from adapters.slack import NOT_STAFF
@@ -29,12 +30,6 @@ from bot.store import Store
 
 CALENDAR = "How do I connect my Outlook calendar?"
 ARTICLE = "https://help.notewise.example/articles/connect-calendars"
-
-
-def supervised(policy: Policy, mode: str) -> Policy:
-    """The shipped policy with how-to answers in ``mode`` (as tests/test_autonomy.py)."""
-    intents = {**policy.intents, "how_to": policy.intents["how_to"].model_copy(update={"autonomy": mode})}
-    return policy.model_copy(update={"intents": intents})
 
 
 async def harness(fake: tuple[FakeSlack, str], store: Store, policy: Policy,
@@ -314,3 +309,31 @@ async def test_a_reason_too_long_for_a_menu_option_is_left_out_not_cut(fake: tup
         options = controls(card_now(slack, card_ts))[blocks.REJECT]["options"]
         assert options == [{"text": {"type": "plain_text", "text": "wrong tone"},
                             "value": blocks.option_value(conversation_id, "wrong tone")}]
+
+
+async def test_a_proposed_promotion_reaches_the_leads_with_a_promote_button(
+        fake: tuple[FakeSlack, str], store: Store, policy: Policy, knowledge: KnowledgeBase,
+        monkeypatch: pytest.MonkeyPatch):
+    from bot import autonomy
+
+    rules = supervised(policy, "draft", min_sample=2, window=5)
+    monkeypatch.setenv("BATON_LEADS", "U0KIM")
+    async for slack in harness(fake, store, rules, knowledge):
+        for _ in range(2):
+            ts = await slack.say("U0DANA", CALENDAR)
+            await slack.settle()
+            conversation = await store.find_conversation("slack", "T0VENDOR", SHARED, ts)
+            handoff = await store.handoff(conversation.id)  # type: ignore[union-attr]
+            assert handoff is not None and handoff.card_ts is not None
+            assert await slack.click("U0SAM", blocks.APPROVE, handoff.conversation.id, handoff.card_ts) == 200
+            await slack.settle()
+        [notice] = [p for p in slack.fake.posts(INTERNAL) if blocks.PROMOTE in text_of(p.get("blocks"))]
+        assert "could move up from draft to auto" in notice["text"] and "sample 2" in text_of(notice["blocks"])
+        assert await slack.click("U0SAM", blocks.PROMOTE, "how_to", notice["posted_ts"]) == 200  # staff, not a lead
+        assert (await autonomy.modes(store, rules))["how_to"] == "draft"
+        assert await slack.click("U0KIM", blocks.PROMOTE, "how_to", notice["posted_ts"]) == 200
+        assert (await autonomy.modes(store, rules))["how_to"] == "auto"
+        assert ephemerals(slack, "U0SAM") == ["Only the support leads (BATON_LEADS) can promote an intent."]
+        assert ephemerals(slack, "U0KIM")[-1].startswith("Promoted how_to")
+        [change] = await store.autonomy_changes("how_to")
+        assert change["by"] == "U0KIM"

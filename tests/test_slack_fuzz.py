@@ -273,7 +273,8 @@ def odd_event(rng: random.Random, n: int, now: int) -> Case:
 
 
 ACTIONS = [blocks.CLAIM, f"{blocks.LOOP_IN}:engineering", f"{blocks.LOOP_IN}:", f"{blocks.LOOP_IN}:nowhere",
-           blocks.SEND, blocks.RESOLVE, "unknown_action", "", "baton_claim_x"]
+           blocks.SEND, blocks.RESOLVE, blocks.APPROVE, blocks.REJECT, blocks.ESCALATE, blocks.TAG, blocks.PROMOTE,
+           "unknown_action", "", "baton_claim_x"]
 
 
 def interaction(rng: random.Random, n: int, now: int) -> Case:
