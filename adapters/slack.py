@@ -734,9 +734,10 @@ class SlackAdapter(Platform):
                 await self._ephemeral(body, who, NOT_STAFF if not self._staff(click.user)
                                       else "Only the support leads (BATON_LEADS) can promote an intent.")
                 return
-            problems = await self.service.promote(action.value or "", who) if action else ["no intent"]
+            intent, _, from_mode = (action.value or "").partition("|") if action else ("", "", "")
+            problems = await self.service.promote(intent, who, from_mode=from_mode or None)
             await self._ephemeral(body, who, f"Nothing was done: {'; '.join(problems)}" if problems
-                                  else f"Promoted {action.value if action else ''}: python -m bot autonomy shows it.")
+                                  else f"Promoted {intent}: python -m bot autonomy shows it.")
         finally:
             await self.tracker.done(_trigger(body))
 

@@ -34,7 +34,8 @@ _MAX_TEXT = 2900  # a section's text is limited to 3000 characters
 _MAX_OPTION_VALUE = 150  # an option's value (Slack's limit)
 _DECIDED = {"approved": "Draft approved by {who}", "edited": "Draft sent edited by {who}",
             "rejected": "Draft rejected by {who}: {reason}", "answered": "Answered by {who}; the bot's answer is "
-                                                                         "kept to measure agreement"}
+                                                                         "kept to measure agreement",
+            "superseded": "Draft set aside: the conversation was resolved first"}
 
 
 def mention(target: str | None) -> str:
@@ -319,5 +320,5 @@ def autonomy_notice(intent: str, mode: str, previous: str, why: str, *, confirme
             f"rejected {float(figures.get('rejected', 0)):.0%} · harmful {figures.get('harmful', 0)}")]})
     if not confirmed:
         shown.append({"type": "actions", "block_id": "baton_autonomy", "elements": [
-            _button(f"Promote to {mode}", PROMOTE, intent, "primary")]})
+            _button(f"Promote to {mode}", PROMOTE, f"{intent}|{previous}", "primary")]})
     return text.replace("*", ""), shown

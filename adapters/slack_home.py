@@ -230,7 +230,7 @@ async def _earned(store: Store, adapter: SlackAdapter) -> list[dict[str, Any]]:
     policy = adapter.service.policy
     rows = []
     for intent, mode in (await autonomy.modes(store, policy)).items():
-        measured = autonomy.figures(await store.reviewed_drafts(intent, window=policy.autonomy.window), policy)
+        measured = await autonomy.measure(store, policy, intent)
         change = autonomy.judge(policy, intent, mode, measured)
         proposed = change is not None and not change.confirmed
         rows.append({"intent": intent, "mode": mode, "ceiling": autonomy.ceiling(policy, intent),

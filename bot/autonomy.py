@@ -130,7 +130,7 @@ async def review(store: Store, policy: Policy, intent: str, *, harmful: str | No
     """After a person judged one of ``intent``'s drafts: apply the change the figures call for when it
     needs no confirmation (stored, by ``baton``), and return it (a proposal is returned, not stored)."""
     mode = (await modes(store, policy))[intent]
-    measured = figures(await store.reviewed_drafts(intent, window=policy.autonomy.window), policy)
+    measured = await measure(store, policy, intent)
     change = judge(policy, intent, mode, measured, harmful=harmful)
     if change is not None and change.confirmed:
         await store.record_autonomy(intent, mode=change.mode, previous=change.previous, by="baton", why=change.why,
@@ -138,10 +138,22 @@ async def review(store: Store, policy: Policy, intent: str, *, harmful: str | No
     return change
 
 
-async def promote(store: Store, policy: Policy, intent: str, *, by: str) -> Change:
-    """A lead confirms a proposed promotion. Raises ``ValueError`` when the figures do not call for one."""
+async def measure(store: Store, policy: Policy, intent: str) -> Figures:
+    """The figures of ``intent``'s window: the drafts judged since its last change of mode (a new mode is
+    judged on its own record, so a demotion is not undone by the figures that came before it)."""
+    changes = await store.autonomy_changes(intent)
+    since = changes[-1]["at"] if changes else None
+    return figures(await store.reviewed_drafts(intent, window=policy.autonomy.window, since=since), policy)
+
+
+async def promote(store: Store, policy: Policy, intent: str, *, by: str, from_mode: str | None = None) -> Change:
+    """A lead confirms a proposed promotion (from ``from_mode``, when the proposal named it: a proposal
+    already acted on, or overtaken by a demotion, is refused). Raises ``ValueError`` when the figures do not
+    call for one."""
     mode = (await modes(store, policy))[intent]
-    measured = figures(await store.reviewed_drafts(intent, window=policy.autonomy.window), policy)
+    if from_mode is not None and from_mode != mode:
+        raise ValueError(f"{intent} is {mode} now, no longer {from_mode}: this proposal is out of date")
+    measured = await measure(store, policy, intent)
     change = judge(policy, intent, mode, measured)
     if change is None or LADDER.index(change.mode) <= LADDER.index(mode):
         raise ValueError(f"{intent} does not qualify for promotion from {mode} (sample {measured.sample}, approved "

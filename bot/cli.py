@@ -419,7 +419,7 @@ def autonomy(args: argparse.Namespace) -> int:
             changes = await store.autonomy_changes()
             out: dict[str, Any] = {}
             for intent, mode in modes.items():
-                measured = earned.figures(await store.reviewed_drafts(intent, window=policy.autonomy.window), policy)
+                measured = await earned.measure(store, policy, intent)
                 change = earned.judge(policy, intent, mode, measured)
                 last = next((c for c in reversed(changes) if c["intent"] == intent), None)
                 out[intent] = {

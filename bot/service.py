@@ -289,6 +289,12 @@ class Service:
             # A member of the company replying in the customer's thread has taken over.
             won, _owner = await self.store.claim(conversation.id, message.author.id)
             bound.info("staff_took_over", conversation_id=conversation.id, staff=message.author.id, won=won)
+            if (pending := await self.store.pending_draft(conversation.id)) is not None:
+                # a person answered in the thread: the draft is settled as their answer (never sent after it)
+                ratio = autonomy.edit_ratio(pending["text"], message.text)
+                if await self.store.decide_draft(pending["id"], status="answered", by=message.author.id,
+                                                 final_text=message.text, edit_ratio=ratio):
+                    await self._judged(pending["intent"], conversation.id)
             if won and await self.store.handoff(conversation.id) is not None:
                 queued = await self._enqueue(conversation.id, [
                     CardUpdate(), Note(text="replied in the customer's thread and took over", actor=message.author.id)],
@@ -635,10 +641,22 @@ class Service:
         text = str(pending["text"])
         if problems := self.check_staff_text(conversation, text):
             return problems
+        async with self.store.transaction():  # decided and queued together, or neither
+            problems = await self._approve(conversation, pending, who, name, text)
+        if not problems:
+            self.wake()
+        return problems
+
+    async def _approve(self, conversation: Conversation, pending: dict[str, Any], who: str, name: str | None,
+                       text: str) -> list[str]:
+        conversation_id = conversation.id
         if not await self.store.decide_draft(pending["id"], status="approved", by=who, final_text=text, edit_ratio=0.0):
             return ["someone else already decided on this draft"]
         if conversation.claimed_by is None:
-            await self.claim(conversation_id, who)
+            won, _ = await self.store.claim(conversation_id, who)
+            if won:
+                await self._enqueue(conversation_id, [CardUpdate()], source=f"claim:{conversation_id}:{uuid.uuid4()}",
+                                    wake=False)
         source = f"approve:{pending['id']}"
         if self.policy.autonomy.show_approver:
             reply: Action = StaffReply(text=text, author_id=who, author_name=name)
@@ -650,7 +668,7 @@ class Service:
             platform=conversation.platform, workspace=conversation.workspace, channel=conversation.channel,
             thread=conversation.thread, author=author, text=text, at=datetime.now(UTC), event_id=source))
         await self._enqueue(conversation_id, [reply, Note(text="approved the bot's draft and sent it", actor=who),
-                                              CardUpdate()], source=source)
+                                              CardUpdate()], source=source, wake=False)
         await self._judged(pending["intent"], conversation_id)
         return []
 
@@ -662,12 +680,14 @@ class Service:
         pending = await self.store.pending_draft(conversation_id)
         if pending is None:
             return [await self._no_pending(conversation_id)]
-        if not await self.store.decide_draft(pending["id"], status="rejected", by=who, reason=reason):
-            return ["someone else already decided on this draft"]
-        await self._enqueue(conversation_id, [Note(text=f"rejected the bot's draft: {reason}", actor=who),
-                                              CardUpdate()], source=f"reject:{pending['id']}")
-        await self._judged(pending["intent"], conversation_id,
-                           harmful=reason if reason in self.policy.autonomy.harmful else None)
+        async with self.store.transaction():  # decided and queued together, or neither
+            if not await self.store.decide_draft(pending["id"], status="rejected", by=who, reason=reason):
+                return ["someone else already decided on this draft"]
+            await self._enqueue(conversation_id, [Note(text=f"rejected the bot's draft: {reason}", actor=who),
+                                                  CardUpdate()], source=f"reject:{pending['id']}", wake=False)
+            await self._judged(pending["intent"], conversation_id,
+                               harmful=reason if reason in self.policy.autonomy.harmful else None)
+        self.wake()
         return []
 
     async def _no_pending(self, conversation_id: str) -> str:
@@ -693,13 +713,13 @@ class Service:
             intent=intent, mode=change.mode, previous=change.previous, why=change.why, confirmed=change.confirmed,
             figures=change.figures.as_dict())], source=f"autonomy:{intent}:{change.previous}:{change.mode}:{changes}")
 
-    async def promote(self, intent: str, who: str) -> list[str]:
+    async def promote(self, intent: str, who: str, *, from_mode: str | None = None) -> list[str]:
         """A lead confirms ``intent``'s proposed promotion (the Promote button, or ``python -m bot autonomy
         --promote``). Returns why not, when the figures no longer call for it."""
         if intent not in self.policy.intents:
             return [f"no intent {intent!r} in the policy"]
         try:
-            change = await autonomy.promote(self.store, self.policy, intent, by=who)
+            change = await autonomy.promote(self.store, self.policy, intent, by=who, from_mode=from_mode)
         except ValueError as exc:
             return [str(exc)]
         log.info("autonomy_changed", intent=intent, mode=change.mode, previous=change.previous, by=who)

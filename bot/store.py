@@ -1001,13 +1001,25 @@ class Store:
                                               edit_ratio=edit_ratio, reason=reason))
         return done.rowcount == 1
 
-    async def reviewed_drafts(self, intent: str, *, window: int) -> list[dict[str, Any]]:
-        """The intent's last ``window`` drafts a person judged, newest first."""
+    async def reviewed_drafts(self, intent: str, *, window: int, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The intent's last ``window`` drafts a person judged (after ``since``: the intent's last change of
+        mode, so a new mode is judged on its own record), newest first."""
+        query = sa.select(drafts).where((drafts.c.intent == intent) & drafts.c.status.not_in(("pending", "superseded")))
+        if since is not None:
+            query = query.where(drafts.c.decided_at > since)
         async with self._begin() as conn:
-            rows = (await conn.execute(sa.select(drafts).where(
-                (drafts.c.intent == intent) & (drafts.c.status != "pending"))
-                .order_by(drafts.c.decided_at.desc(), drafts.c.id.desc()).limit(window))).mappings().all()
+            rows = (await conn.execute(query.order_by(drafts.c.decided_at.desc(), drafts.c.id.desc())
+                                       .limit(window))).mappings().all()
         return [dict(r) for r in rows]
+
+    async def supersede_drafts(self, conversation_id: str) -> int:
+        """Set aside the conversation's waiting drafts (it was resolved, or a person answered in the
+        customer's thread): they can no longer be approved, and they do not count as judged."""
+        async with self._begin() as conn:
+            done = await conn.execute(drafts.update().where(
+                (drafts.c.conversation_id == conversation_id) & (drafts.c.status == "pending"))
+                .values(status="superseded", decided_at=_now()))
+        return int(done.rowcount or 0)
 
     async def add_review(self, conversation_id: str, *, reason: str, intent: str, text: str,
                          article: str | None = None) -> int:
@@ -1075,6 +1087,9 @@ class Store:
             await conn.execute(transitions.insert().values(
                 conversation_id=conversation_id, from_state=before, to_state=ConversationState.resolved.value,
                 cause="resolved", actor=actor, at=_now()))
+            await conn.execute(drafts.update().where(  # a draft still waiting can no longer be sent
+                (drafts.c.conversation_id == conversation_id) & (drafts.c.status == "pending"))
+                .values(status="superseded", decided_at=_now()))
         return True
 
     async def reopen(self, conversation_id: str, *, actor: str) -> None:

@@ -18,7 +18,7 @@ from bot import autonomy
 from bot.autonomy import Figures, edit_ratio, figures, judge, starting
 from bot.engine import Engine
 from bot.knowledge import KnowledgeBase
-from bot.model import ConversationState, Person
+from bot.model import ConversationState, Person, Role
 from bot.policy import Autonomy, Policy
 from bot.store import Store
 from bot.testing import Customer, TestBot
@@ -376,3 +376,38 @@ async def test_a_harmful_tag_on_an_auto_answer_demotes_the_intent_and_knowledge_
         assert (await autonomy.modes(store, rules))["how_to"] == "draft"  # demoted at once
         someone, _ = await ask(bot, 7)  # and the next answer waits for approval
         assert someone.replies == [rules.notices.checking[0]]
+
+
+async def test_a_demotion_sticks_a_new_mode_is_judged_on_its_own_record(policy: Policy, knowledge: KnowledgeBase,
+                                                                          store: Store):
+    rules = supervised(policy, "draft", min_sample=2, window=5, auto_promote=True)
+    async for bot in running(rules, knowledge, store):
+        for n in range(2):
+            _, conversation = await ask(bot, n)
+            assert await bot.service.approve_draft(conversation, "U0SAM", None) == []
+        assert (await autonomy.modes(store, rules))["how_to"] == "auto"
+        await store.record_autonomy("how_to", mode="draft", previous="auto", by="test", why="demoted", figures={})
+        assert (await autonomy.measure(store, rules, "how_to")).sample == 0  # the old approvals no longer count
+        _, conversation = await ask(bot, 5)
+        assert await bot.service.approve_draft(conversation, "U0SAM", None) == []
+        assert (await autonomy.modes(store, rules))["how_to"] == "draft"  # one approval is not a new record
+
+
+async def test_a_draft_waiting_when_the_conversation_is_resolved_can_never_be_sent(drafting: TestBot):
+    someone, conversation = await ask(drafting)
+    assert await drafting.service.resolve(conversation, "U0SAM")
+    assert await drafting.service.approve_draft(conversation, "U0SAM", None) != []
+    await drafting.settle()
+    assert all(ARTICLE not in reply for reply in someone.replies)
+    handoff = await drafting.store.handoff(conversation)
+    assert handoff is not None and handoff.draft is not None and handoff.draft["status"] == "superseded"
+    assert await drafting.store.reviewed_drafts("how_to", window=10) == []  # not counted as judged
+
+
+async def test_staff_answering_in_the_thread_settles_the_draft_as_their_answer(drafting: TestBot):
+    someone, conversation = await ask(drafting)
+    await someone.says("Open Settings, then Calendars, and connect Outlook.", role=Role.staff)
+    await drafting.settle()
+    [row] = await drafting.store.reviewed_drafts("how_to", window=10)
+    assert row["status"] == "answered" and 0 < row["edit_ratio"] <= 1
+    assert await drafting.service.approve_draft(conversation, "U0SAM", None) != []  # never sent after it

@@ -329,11 +329,14 @@ async def test_a_proposed_promotion_reaches_the_leads_with_a_promote_button(
             await slack.settle()
         [notice] = [p for p in slack.fake.posts(INTERNAL) if blocks.PROMOTE in text_of(p.get("blocks"))]
         assert "could move up from draft to auto" in notice["text"] and "sample 2" in text_of(notice["blocks"])
-        assert await slack.click("U0SAM", blocks.PROMOTE, "how_to", notice["posted_ts"]) == 200  # staff, not a lead
+        assert await slack.click("U0SAM", blocks.PROMOTE, "how_to|draft", notice["posted_ts"]) == 200  # not a lead
         assert (await autonomy.modes(store, rules))["how_to"] == "draft"
-        assert await slack.click("U0KIM", blocks.PROMOTE, "how_to", notice["posted_ts"]) == 200
+        assert await slack.click("U0KIM", blocks.PROMOTE, "how_to|draft", notice["posted_ts"]) == 200
         assert (await autonomy.modes(store, rules))["how_to"] == "auto"
+        assert await slack.click("U0KIM", blocks.PROMOTE, "how_to|draft", notice["posted_ts"]) == 200  # again
+        assert "out of date" in ephemerals(slack, "U0KIM")[-1]
+        assert (await autonomy.modes(store, rules))["how_to"] == "auto"  # one step, once
         assert ephemerals(slack, "U0SAM") == ["Only the support leads (BATON_LEADS) can promote an intent."]
-        assert ephemerals(slack, "U0KIM")[-1].startswith("Promoted how_to")
+        assert ephemerals(slack, "U0KIM")[-2].startswith("Promoted how_to")
         [change] = await store.autonomy_changes("how_to")
         assert change["by"] == "U0KIM"
