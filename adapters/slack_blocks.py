@@ -92,13 +92,18 @@ def split_option(value: str) -> tuple[str, str]:
 
 
 def _reject_menu(conversation_id: str, reasons: list[str]) -> list[dict[str, Any]]:
-    """The Reject menu: one option per reason of the policy (a reason too long for an option's value is
-    left out rather than cut, since a cut reason would not be the policy's; no menu without options, which
-    Slack would refuse along with the whole card)."""
-    options = [{"text": {"type": "plain_text", "text": reason[:75]}, "value": option_value(conversation_id, reason)}
-               for reason in reasons if len(option_value(conversation_id, reason)) <= _MAX_OPTION_VALUE]
-    return [{"type": "static_select", "action_id": REJECT, "options": options[:100],
-             "placeholder": {"type": "plain_text", "text": "Reject"}}] if options else []
+    """The Reject menu: one option per reason of the policy."""
+    return _menu(REJECT, conversation_id, reasons, "Reject")
+
+
+def _menu(action_id: str, key: str, choices: list[str], placeholder: str) -> list[dict[str, Any]]:
+    """A menu of the policy's choices, each option's value ``key|choice`` (a choice too long for an option's
+    value is left out rather than cut, since a cut one would not be the policy's; no menu without options,
+    which Slack would refuse along with the whole message)."""
+    options = [{"text": {"type": "plain_text", "text": choice[:75]}, "value": option_value(key, choice)}
+               for choice in choices if len(option_value(key, choice)) <= _MAX_OPTION_VALUE]
+    return [{"type": "static_select", "action_id": action_id, "options": options[:100],
+             "placeholder": {"type": "plain_text", "text": placeholder}}] if options else []
 
 
 def _draft(handoff: Handoff) -> tuple[list[dict[str, Any]], bool]:
@@ -134,12 +139,8 @@ def review_text(review: Mapping[str, Any]) -> str:
 
 
 def _tag_menu(review_id: str, tags: list[str]) -> list[dict[str, Any]]:
-    """The tag menu: one option per tag of the policy (as the Reject menu: a tag too long for an option's
-    value is left out, never cut; no menu without options)."""
-    options = [{"text": {"type": "plain_text", "text": tag[:75]}, "value": option_value(review_id, tag)}
-               for tag in tags if len(option_value(review_id, tag)) <= _MAX_OPTION_VALUE]
-    return [{"type": "static_select", "action_id": TAG, "options": options[:100],
-             "placeholder": {"type": "plain_text", "text": "Tag this"}}] if options else []
+    """The tag menu of a review post: one option per tag of the policy."""
+    return _menu(TAG, review_id, tags, "Tag this")
 
 
 def link(url: str | None, label: str) -> str:

@@ -227,16 +227,7 @@ def home_view(user_id: str, claimed: Sequence[Claimed], claimed_total: int, wait
 
 async def _earned(store: Store, adapter: SlackAdapter) -> list[dict[str, Any]]:
     """Per intent: its mode and ceiling, the figures over its window, and a promotion they call for."""
-    policy = adapter.service.policy
-    rows = []
-    for intent, mode in (await autonomy.modes(store, policy)).items():
-        measured = await autonomy.measure(store, policy, intent)
-        change = autonomy.judge(policy, intent, mode, measured)
-        proposed = change is not None and not change.confirmed
-        rows.append({"intent": intent, "mode": mode, "ceiling": autonomy.ceiling(policy, intent),
-                     **measured.as_dict(), "proposed": change.mode if proposed and change else None,
-                     "why": change.why if proposed and change else ""})
-    return rows
+    return [{"intent": intent, **row} for intent, row in (await autonomy.table(store, adapter.service.policy)).items()]
 
 
 async def _permalink(adapter: SlackAdapter, channel: str | None, ts: str | None) -> str | None:

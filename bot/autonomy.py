@@ -162,3 +162,22 @@ async def promote(store: Store, policy: Policy, intent: str, *, by: str, from_mo
     await store.record_autonomy(intent, mode=change.mode, previous=mode, by=by, why=change.why,
                                 figures=measured.as_dict())
     return change
+
+
+async def table(store: Store, policy: Policy) -> dict[str, dict[str, Any]]:
+    """Per intent, what a lead reads: its mode and ceiling, the figures of its window, the promotion they
+    call for (``proposed``, with ``why``), and its last change (``None``, or mode, previous, by, why, at)."""
+    current = await modes(store, policy)
+    changes = await store.autonomy_changes()
+    out: dict[str, dict[str, Any]] = {}
+    for intent, mode in current.items():
+        measured = await measure(store, policy, intent)
+        change = judge(policy, intent, mode, measured)
+        proposal = change if change is not None and not change.confirmed else None
+        last = next((c for c in reversed(changes) if c["intent"] == intent), None)
+        out[intent] = {"mode": mode, "ceiling": ceiling(policy, intent), **measured.as_dict(),
+                       "proposed": proposal.mode if proposal else None, "why": proposal.why if proposal else "",
+                       "last_change": None if last is None else {
+                           "mode": last["mode"], "previous": last["previous"], "by": last["by"], "why": last["why"],
+                           "at": last["at"].isoformat()}}
+    return out

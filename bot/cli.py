@@ -415,20 +415,7 @@ def autonomy(args: argparse.Namespace) -> int:
                     await earned.promote(store, policy, args.promote, by=args.by)
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
-            modes = await earned.modes(store, policy)
-            changes = await store.autonomy_changes()
-            out: dict[str, Any] = {}
-            for intent, mode in modes.items():
-                measured = await earned.measure(store, policy, intent)
-                change = earned.judge(policy, intent, mode, measured)
-                last = next((c for c in reversed(changes) if c["intent"] == intent), None)
-                out[intent] = {
-                    "mode": mode, "ceiling": earned.ceiling(policy, intent), **measured.as_dict(),
-                    "proposed": change.mode if change is not None and not change.confirmed else None,
-                    "last_change": None if last is None else {
-                        "mode": last["mode"], "previous": last["previous"], "by": last["by"], "why": last["why"],
-                        "at": last["at"].isoformat()}}
-            return out
+            return await earned.table(store, policy)
         finally:
             await store.close()
 

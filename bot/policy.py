@@ -381,10 +381,10 @@ class Notices(_Strict):
     """Asks once what a message that is neither a question nor a known request is about."""
     acknowledged: list[str] = Field(default=["Thanks! I've added this to your conversation for the person from our "
                                              "team who is taking over."], min_length=1)
+    """Said once when the customer writes again while a handoff is still unclaimed."""
     checking: list[str] = Field(default=["Thanks! A teammate is checking the answer before I send it; you'll hear "
                                          "back here shortly."], min_length=1)
     """Said instead of an answer that waits for a person's approval (an intent in ``draft`` mode)."""
-    """Said once when the customer writes again while a handoff is still unclaimed."""
     replies: dict[str, list[str]] = {}
     """A fixed reply per intent that the bot neither answers from the help center nor gathers details for
     (e.g. feedback); an intent with none of these, and automated, is handed to a person rather than left
