@@ -653,10 +653,7 @@ class Service:
         if not await self.store.decide_draft(pending["id"], status="approved", by=who, final_text=text, edit_ratio=0.0):
             return ["someone else already decided on this draft"]
         if conversation.claimed_by is None:
-            won, _ = await self.store.claim(conversation_id, who)
-            if won:
-                await self._enqueue(conversation_id, [CardUpdate()], source=f"claim:{conversation_id}:{uuid.uuid4()}",
-                                    wake=False)
+            await self.store.claim(conversation_id, who)  # the card update below shows the owner too
         source = f"approve:{pending['id']}"
         if self.policy.autonomy.show_approver:
             reply: Action = StaffReply(text=text, author_id=who, author_name=name)
