@@ -139,11 +139,20 @@ async def review(store: Store, policy: Policy, intent: str, *, harmful: str | No
 
 
 async def measure(store: Store, policy: Policy, intent: str) -> Figures:
-    """The figures of ``intent``'s window: the drafts judged since its last change of mode (a new mode is
-    judged on its own record, so a demotion is not undone by the figures that came before it)."""
+    """The figures of ``intent``'s window: the drafts judged and the answers sent on their own that reviewers
+    tagged, since its last change of mode (a new mode is judged on its own record, so a demotion is not undone
+    by the figures that came before it)."""
     changes = await store.autonomy_changes(intent)
     since = changes[-1]["at"] if changes else None
-    return figures(await store.reviewed_drafts(intent, window=policy.autonomy.window, since=since), policy)
+    window = policy.autonomy.window
+    judged = await store.reviewed_drafts(intent, window=window, since=since)
+    # Answers sent on their own count too, as reviewers tagged them: "correct" is agreement, any other tag not.
+    judged += [{"status": "approved" if row["tag"] == "correct" else "rejected",
+                "edit_ratio": 0.0 if row["tag"] == "correct" else None, "reason": row["tag"],
+                "decided_at": row["tagged_at"]}
+               for row in await store.tagged_answers(intent, window=window, since=since)]
+    judged.sort(key=lambda row: row["decided_at"], reverse=True)
+    return figures(judged[:window], policy)
 
 
 async def promote(store: Store, policy: Policy, intent: str, *, by: str, from_mode: str | None = None) -> Change:

@@ -1012,6 +1012,18 @@ class Store:
                                        .limit(window))).mappings().all()
         return [dict(r) for r in rows]
 
+    async def tagged_answers(self, intent: str, *, window: int, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The intent's last ``window`` answers sent on their own that a reviewer tagged (after ``since``),
+        newest first."""
+        query = sa.select(reviews).where((reviews.c.intent == intent) & (reviews.c.reason == "auto_answer")
+                                         & reviews.c.tag.is_not(None))
+        if since is not None:
+            query = query.where(reviews.c.tagged_at > since)
+        async with self._begin() as conn:
+            rows = (await conn.execute(query.order_by(reviews.c.tagged_at.desc(), reviews.c.id.desc())
+                                       .limit(window))).mappings().all()
+        return [dict(r) for r in rows]
+
     async def supersede_drafts(self, conversation_id: str) -> int:
         """Set aside the conversation's waiting drafts (it was resolved, or a person answered in the
         customer's thread): they can no longer be approved, and they do not count as judged."""

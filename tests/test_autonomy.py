@@ -411,3 +411,24 @@ async def test_staff_answering_in_the_thread_settles_the_draft_as_their_answer(d
     [row] = await drafting.store.reviewed_drafts("how_to", window=10)
     assert row["status"] == "answered" and 0 < row["edit_ratio"] <= 1
     assert await drafting.service.approve_draft(conversation, "U0SAM", None) != []  # never sent after it
+
+
+async def test_reviewers_tags_on_answers_sent_alone_feed_the_window_and_demote_below_the_threshold(
+        policy: Policy, knowledge: KnowledgeBase, store: Store):
+    rules = reviewing(policy, auto_share=1.0)
+    rules = rules.model_copy(update={"autonomy": rules.autonomy.model_copy(update={"min_sample": 3, "window": 5})})
+    async for bot in running(rules, knowledge, store):
+        for n in range(3):
+            await customer(bot, n).says(CALENDAR)
+        await bot.settle()
+        items = await store.reviews_of(reason="auto_answer")
+        assert len(items) == 3
+        assert (await bot.service.tag_review(items[0]["id"], "U0SAM", "correct")).problems == []
+        assert (await bot.service.tag_review(items[1]["id"], "U0SAM", "wrong tone")).problems == []
+        assert (await autonomy.modes(store, rules))["how_to"] == "auto"  # 2 < min_sample: too few to judge
+        assert (await bot.service.tag_review(items[2]["id"], "U0SAM", "outdated article")).problems == []
+        assert (await autonomy.modes(store, rules))["how_to"] == "draft"  # 33% < 70%: one step down, at once
+        [change] = await store.autonomy_changes("how_to")
+        assert change["by"] == "baton" and change["figures"]["sample"] == 3
+        assert change["figures"]["approved_unedited"] == pytest.approx(1 / 3, abs=1e-3)
+        assert (await autonomy.measure(store, rules, "how_to")).sample == 0  # draft mode starts its own record
