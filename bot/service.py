@@ -355,7 +355,7 @@ class Service:
         if supervised is not None:
             mode, answer = supervised
             await self.store.add_draft(conversation.id, intent=decision.intent, mode=mode, text=answer.text,
-                                       citations=answer.citations)
+                                       citations=answer.citations, route=decision.route)
         queued += await self._sample(conversation, message, decision, actions, supervised=supervised is not None,
                                      new_handoff=brief is not None and first)
         bound.info("decided", intent=decision.intent, escalate=decision.escalate, severity=str(decision.severity),

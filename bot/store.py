@@ -154,6 +154,7 @@ drafts = _of_conversation(
     "drafts",
     sa.Column("intent", sa.String(64), nullable=False),
     sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("route", sa.String(64)),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("citations", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -163,12 +164,14 @@ drafts = _of_conversation(
     sa.Column("final_text", sa.Text),
     sa.Column("edit_ratio", sa.Float),
     sa.Column("reason", sa.String(128)),
+    sa.Column("final_route", sa.String(64)),
     sa.Index("ix_drafts_intent", "intent", "decided_at"),
 )
 """The bot's answers that a person judged before (``draft``) or instead of (``shadow``) sending:
 ``pending`` until staff approve it (``approved``), send it changed (``edited``, with the edit ratio),
 reject it (``rejected``, with the reason) or, in shadow mode, answer the customer themselves
-(``answered``, with the edit ratio between the bot's would-be answer and theirs)."""
+(``answered``, with the edit ratio between the bot's would-be answer and theirs). ``route`` is where the
+bot sent the conversation, ``final_route`` where it was when a person decided."""
 
 reviews = _of_conversation(
     "reviews",
@@ -978,10 +981,11 @@ class Store:
     # ---- drafts and autonomy ----
 
     async def add_draft(self, conversation_id: str, *, intent: str, mode: str, text: str,
-                        citations: Sequence[str] = ()) -> int:
+                        citations: Sequence[str] = (), route: str | None = None) -> int:
         async with self._begin() as conn:
             return int((await conn.execute(drafts.insert().values(
                 conversation_id=conversation_id, intent=intent, mode=mode, text=text, citations=list(citations),
+                route=route,
                 status="pending", created_at=_now()).returning(drafts.c.id))).scalar_one())
 
     async def pending_draft(self, conversation_id: str) -> dict[str, Any] | None:
@@ -996,9 +1000,11 @@ class Store:
                            edit_ratio: float | None = None, reason: str | None = None) -> bool:
         """Record what a person did with a pending draft; False if someone already did (first wins)."""
         async with self._begin() as conn:
+            where = sa.select(conversations.c.route).where(conversations.c.id == drafts.c.conversation_id)
             done = await conn.execute(drafts.update().where((drafts.c.id == draft_id) & (drafts.c.status == "pending"))
                                       .values(status=status, decided_by=by, decided_at=_now(), final_text=final_text,
-                                              edit_ratio=edit_ratio, reason=reason))
+                                              edit_ratio=edit_ratio, reason=reason,
+                                              final_route=where.scalar_subquery()))
         return done.rowcount == 1
 
     async def reviewed_drafts(self, intent: str, *, window: int, since: datetime | None = None) -> list[dict[str, Any]]:

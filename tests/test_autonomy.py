@@ -143,6 +143,7 @@ async def test_shadow_sends_nothing_of_the_bots_and_stores_the_pair(policy: Poli
         await bot.settle()
         [row] = await store.reviewed_drafts("how_to", window=10)
         assert row["mode"] == "shadow" and row["status"] == "answered" and row["final_text"] == staff_answer
+        assert row["route"] == "support" and row["final_route"] == "support"  # where the bot and staff sent it
         assert row["edit_ratio"] == pytest.approx(edit_ratio(draft, staff_answer))
         assert someone.replies[-1].endswith(staff_answer)
 

@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("conversation_id", sa.String(36), sa.ForeignKey("conversations.id"), nullable=False, index=True),
         sa.Column("intent", sa.String(64), nullable=False),
         sa.Column("mode", sa.String(16), nullable=False),
+        sa.Column("route", sa.String(64)),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("citations", sa.JSON, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -30,6 +31,7 @@ def upgrade() -> None:
         sa.Column("final_text", sa.Text),
         sa.Column("edit_ratio", sa.Float),
         sa.Column("reason", sa.String(128)),
+        sa.Column("final_route", sa.String(64)),
         sa.Index("ix_drafts_intent", "intent", "decided_at"),
     )
     op.create_table(
