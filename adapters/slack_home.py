@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import sqlalchemy as sa
 import structlog
 from aiohttp import ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,9 +29,9 @@ from slack_sdk.errors import SlackApiError
 from adapters import slack_blocks as blocks
 from adapters import slack_payloads as payloads
 from bot import autonomy
-from bot.model import ConversationState, Role
+from bot.model import Role
 from bot.platform import remember
-from bot.store import Store, conversations, drafts, transitions
+from bot.store import Store
 
 if TYPE_CHECKING:
     from adapters.slack import SlackAdapter
@@ -70,7 +69,7 @@ def leads(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
-# ---- what the Home reads (plain queries on the store's tables; candidates for Store methods) ----
+# ---- what the Home reads ----
 
 
 @dataclass(frozen=True)
@@ -103,47 +102,22 @@ def _utc(value: datetime) -> datetime:
 
 async def claimed_by(store: Store, user_id: str, *, limit: int = MAX_ROWS) -> tuple[list[Claimed], int]:
     """The conversations ``user_id`` claimed that are not resolved, longest held first (at most ``limit``),
-    and how many there are in all. ``since``: their latest claim, else the conversation's last change."""
-    claimed_at = sa.select(sa.func.max(transitions.c.at)).where(
-        (transitions.c.conversation_id == conversations.c.id)
-        & (transitions.c.to_state == ConversationState.claimed.value) & (transitions.c.actor == user_id)
-    ).scalar_subquery()
-    since = sa.func.coalesce(claimed_at, conversations.c.updated_at).label("since")
-    query = (sa.select(conversations.c.id, conversations.c.customer_id, conversations.c.customer_name,
-                       conversations.c.organisation, conversations.c.intent, conversations.c.severity,
-                       conversations.c.card_channel, conversations.c.card_ts, since,
-                       sa.func.count().over().label("total"))
-             .where((conversations.c.claimed_by == user_id)
-                    & (conversations.c.state != ConversationState.resolved.value))
-             .order_by(since, conversations.c.id).limit(limit))
-    async with store._begin() as conn:
-        rows = (await conn.execute(query)).mappings().all()
-    found = [Claimed(conversation_id=r["id"], customer=r["customer_name"] or r["customer_id"],
-                     organisation=r["organisation"], intent=r["intent"], severity=r["severity"],
-                     since=_utc(_stamp(r["since"])), card_channel=r["card_channel"], card_ts=r["card_ts"])
-             for r in rows]
-    return found, int(rows[0]["total"]) if rows else 0
+    and how many there are in all."""
+    rows, total = await store.claimed_by(user_id, limit=limit)
+    return [Claimed(conversation_id=r["id"], customer=r["customer_name"] or r["customer_id"],
+                    organisation=r["organisation"], intent=r["intent"], severity=r["severity"],
+                    since=_utc(_stamp(r["since"])), card_channel=r["card_channel"], card_ts=r["card_ts"])
+            for r in rows], total
 
 
 async def pending_drafts(store: Store, *, limit: int = MAX_ROWS) -> tuple[list[Waiting], int]:
-    """The drafts (``draft`` mode) waiting for a person's approval, each conversation's newest, in
-    conversations that are not resolved; the longest waiting first (at most ``limit``), and how many in all."""
-    newest = sa.select(sa.func.max(drafts.c.id)).where(drafts.c.status == "pending").group_by(drafts.c.conversation_id)
-    query = (sa.select(drafts.c.conversation_id, drafts.c.intent, drafts.c.text, drafts.c.created_at,
-                       conversations.c.customer_id, conversations.c.customer_name, conversations.c.claimed_by,
-                       conversations.c.card_channel, conversations.c.card_ts,
-                       sa.func.count().over().label("total"))
-             .join(conversations, conversations.c.id == drafts.c.conversation_id)
-             .where(drafts.c.id.in_(newest) & (drafts.c.mode == "draft")
-                    & (conversations.c.state != ConversationState.resolved.value))
-             .order_by(drafts.c.created_at, drafts.c.id).limit(limit))
-    async with store._begin() as conn:
-        rows = (await conn.execute(query)).mappings().all()
-    found = [Waiting(conversation_id=r["conversation_id"], customer=r["customer_name"] or r["customer_id"],
-                     intent=r["intent"], text=r["text"], created_at=_utc(r["created_at"]),
-                     claimed_by=r["claimed_by"], card_channel=r["card_channel"], card_ts=r["card_ts"])
-             for r in rows]
-    return found, int(rows[0]["total"]) if rows else 0
+    """The drafts waiting for a person's approval in conversations that are not resolved, the longest
+    waiting first (at most ``limit``), and how many in all."""
+    rows, total = await store.waiting_drafts(limit=limit)
+    return [Waiting(conversation_id=r["conversation_id"], customer=r["customer_name"] or r["customer_id"],
+                    intent=r["intent"], text=r["text"], created_at=_utc(r["created_at"]),
+                    claimed_by=r["claimed_by"], card_channel=r["card_channel"], card_ts=r["card_ts"])
+            for r in rows], total
 
 
 def _stamp(value: Any) -> datetime:

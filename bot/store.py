@@ -1030,14 +1030,41 @@ class Store:
                                        .limit(window))).mappings().all()
         return [dict(r) for r in rows]
 
-    async def supersede_drafts(self, conversation_id: str) -> int:
-        """Set aside the conversation's waiting drafts (it was resolved, or a person answered in the
-        customer's thread): they can no longer be approved, and they do not count as judged."""
+    async def claimed_by(self, user_id: str, *, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The conversations ``user_id`` claimed that are not resolved, longest held first (at most ``limit``),
+        and how many in all. ``since``: their latest claim, else the conversation's last change."""
+        claimed_at = sa.select(sa.func.max(transitions.c.at)).where(
+            (transitions.c.conversation_id == conversations.c.id)
+            & (transitions.c.to_state == ConversationState.claimed.value) & (transitions.c.actor == user_id)
+        ).scalar_subquery()
+        since = sa.func.coalesce(claimed_at, conversations.c.updated_at).label("since")
+        query = (sa.select(conversations.c.id, conversations.c.customer_id, conversations.c.customer_name,
+                           conversations.c.organisation, conversations.c.intent, conversations.c.severity,
+                           conversations.c.card_channel, conversations.c.card_ts, since,
+                           sa.func.count().over().label("total"))
+                 .where((conversations.c.claimed_by == user_id)
+                        & (conversations.c.state != ConversationState.resolved.value))
+                 .order_by(since, conversations.c.id).limit(limit))
         async with self._begin() as conn:
-            done = await conn.execute(drafts.update().where(
-                (drafts.c.conversation_id == conversation_id) & (drafts.c.status == "pending"))
-                .values(status="superseded", decided_at=_now()))
-        return int(done.rowcount or 0)
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows], int(rows[0]["total"]) if rows else 0
+
+    async def waiting_drafts(self, *, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The drafts (``draft`` mode) waiting for approval, each conversation's newest, in conversations that
+        are not resolved; the longest waiting first (at most ``limit``), and how many in all."""
+        newest = sa.select(sa.func.max(drafts.c.id)).where(drafts.c.status == "pending") \
+            .group_by(drafts.c.conversation_id)
+        query = (sa.select(drafts.c.conversation_id, drafts.c.intent, drafts.c.text, drafts.c.created_at,
+                           conversations.c.customer_id, conversations.c.customer_name, conversations.c.claimed_by,
+                           conversations.c.card_channel, conversations.c.card_ts,
+                           sa.func.count().over().label("total"))
+                 .join(conversations, conversations.c.id == drafts.c.conversation_id)
+                 .where(drafts.c.id.in_(newest) & (drafts.c.mode == "draft")
+                        & (conversations.c.state != ConversationState.resolved.value))
+                 .order_by(drafts.c.created_at, drafts.c.id).limit(limit))
+        async with self._begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows], int(rows[0]["total"]) if rows else 0
 
     async def add_review(self, conversation_id: str, *, reason: str, intent: str, text: str,
                          article: str | None = None) -> int:
