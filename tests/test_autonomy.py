@@ -433,3 +433,36 @@ async def test_reviewers_tags_on_answers_sent_alone_feed_the_window_and_demote_b
         assert change["by"] == "baton" and change["figures"]["sample"] == 3
         assert change["figures"]["approved_unedited"] == pytest.approx(1 / 3, abs=1e-3)
         assert (await autonomy.measure(store, rules, "how_to")).sample == 0  # draft mode starts its own record
+
+
+async def test_the_policys_sample_holds_on_a_thousand_generated_decisions(policy: Policy, knowledge: KnowledgeBase,
+                                                                          sqlite_store: Store):
+    """1,000 decisions made up in the shapes the engine makes (a fifth low-confidence, a tenth held, the rest
+    answered alone): every low-confidence one and every hold goes to review, and a tenth of the answers."""
+    import random
+
+    from bot.model import Decision, Hold, Message, Reply, Severity, Tier
+    from bot.service import Service
+
+    service = Service(Engine(reviewing(policy, auto_share=0.1), knowledge), sqlite_store)
+    rng = random.Random(15)
+    expected = {"auto_answer": 0, "low_confidence": 0, "hold": 0}
+    for n in range(1000):
+        message = Message(platform="slack", workspace="T1", channel="C1", thread=f"{n}.0", event_id=f"Ev{n}",
+                          author=Person(id=f"U{n}"), text="How do I connect my calendar?", at=START)
+        async with sqlite_store.transaction():
+            conversation, _ = await sqlite_store.conversation_for(message)
+        confidence = rng.random()
+        actions: list = [Reply(text="Connect it in Settings.", citations=(ARTICLE,))]
+        if n % 10 == 0:
+            actions = [Hold(text="Hi Sam!", problems=("wrong_person",))]
+            expected["hold"] += 1
+        expected["low_confidence"] += confidence < 0.5
+        decision = Decision(intent="how_to", confidence=confidence, tier=Tier.automated, escalate=False,
+                            route=None, severity=Severity.low)
+        async with sqlite_store.transaction():
+            await service._sample(conversation, message, decision, actions, supervised=False, new_handoff=False)
+    answered = 900
+    counts = {reason: len(await sqlite_store.reviews_of(reason=reason)) for reason in expected}
+    assert counts["low_confidence"] == expected["low_confidence"] and counts["hold"] == expected["hold"]
+    assert abs(counts["auto_answer"] - answered * 0.1) <= 3 * (answered * 0.1 * 0.9) ** 0.5, counts
