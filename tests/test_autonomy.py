@@ -465,4 +465,5 @@ async def test_the_policys_sample_holds_on_a_thousand_generated_decisions(policy
     answered = 900
     counts = {reason: len(await sqlite_store.reviews_of(reason=reason)) for reason in expected}
     assert counts["low_confidence"] == expected["low_confidence"] and counts["hold"] == expected["hold"]
+    print(f"\n1,000 generated decisions: {counts} went to review (expected {expected}, auto answers ~90)")
     assert abs(counts["auto_answer"] - answered * 0.1) <= 3 * (answered * 0.1 * 0.9) ** 0.5, counts
