@@ -216,6 +216,7 @@ class SlackAdapter(Platform):
         self.bot_id: str | None = None
         self._people: OrderedDict[str, Person] = OrderedDict()
         self._channel_cache: OrderedDict[str, str] = OrderedDict()
+        self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lookups: dict[str, asyncio.Future[Person]] = {}
         self._register()
 
@@ -990,11 +991,15 @@ class SlackAdapter(Platform):
         return await self._link(conversation.channel, conversation.thread)
 
     async def _link(self, channel: str, ts: str) -> str | None:
-        """A Slack message's permalink (``None`` when Slack cannot give it)."""
+        """A Slack message's permalink (``None`` when Slack cannot give it), looked up once: it never changes."""
+        if (known := self._links.get((channel, ts))) is not None:
+            return known
         try:
-            return str((await self.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"])
-        except (SlackApiError, ClientError, TimeoutError):
+            link = str((await self.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"])
+        except (SlackApiError, ClientError, TimeoutError, KeyError):
             return None
+        remember(self._links, (channel, ts), link, limit=2_000)
+        return link
 
 
 def _unreadable(body: bytes, content_type: str | None) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,6 @@ from adapters import slack_blocks as blocks
 from adapters import slack_payloads as payloads
 from bot import autonomy
 from bot.model import Role
-from bot.platform import remember
 from bot.store import Store
 
 if TYPE_CHECKING:
@@ -48,8 +46,6 @@ FIRST_LINE = 200
 """Characters of a draft's first line shown."""
 _SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
                   "low": ":white_circle:"}
-_permalinks: weakref.WeakKeyDictionary[SlackAdapter, OrderedDict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
-"""Per adapter, the permalinks of handoff cards already looked up (a message's permalink never changes)."""
 _registered: weakref.WeakSet[SlackAdapter] = weakref.WeakSet()
 
 
@@ -205,19 +201,8 @@ async def _earned(store: Store, adapter: SlackAdapter) -> list[dict[str, Any]]:
 
 
 async def _permalink(adapter: SlackAdapter, channel: str | None, ts: str | None) -> str | None:
-    """The handoff card's permalink (``chat.getPermalink``, once per card)."""
-    if not channel or not ts:
-        return None
-    cache = _permalinks.setdefault(adapter, OrderedDict())
-    if (channel, ts) in cache:
-        return cache[(channel, ts)]
-    try:
-        link = str((await adapter.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"])
-    except (SlackApiError, ClientError, TimeoutError, KeyError) as exc:
-        log.warning("home_permalink_failed", channel=channel, ts=ts, error=f"{type(exc).__name__}: {exc}"[:200])
-        return None
-    remember(cache, (channel, ts), link, limit=2_000)
-    return link
+    """The handoff card's permalink, from the adapter's lookup (once per card)."""
+    return await adapter._link(channel, ts) if channel and ts else None
 
 
 async def publish_home(adapter: SlackAdapter, user_id: str) -> None:
