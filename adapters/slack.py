@@ -183,6 +183,18 @@ def from_app(app: Application) -> SlackAdapter:
     return SlackAdapter(app, config)
 
 
+def _kept(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` as the inbox keeps it: a text (or an edited message's text) longer than Baton ever reads is
+    cut there, so that storing it, which every acknowledgement waits its turn for, stays as quick as any other."""
+    longest = markup.MAX_TEXT * 2
+    text, edited = event.get("text"), event.get("message")
+    if isinstance(text, str) and len(text) > longest:
+        event = {**event, "text": text[:longest]}
+    if isinstance(edited, dict) and isinstance(edited.get("text"), str) and len(edited["text"]) > longest:
+        event = {**event, "message": {**edited, "text": edited["text"][:longest]}}
+    return event
+
+
 class SlackAdapter(Platform):
     """The Slack edge: customers in Slack Connect channels and, for every platform, the staff side
     (handoff cards, the internal thread, the buttons on the card)."""
@@ -373,6 +385,7 @@ class SlackAdapter(Platform):
             await self.tracker.done(envelope_id)
             return BoltResponse(status=200, body="")
         key, thread = wanted
+        event = _kept(event)
         try:
             inbound_id = await self.service.store.receive(
                 PLATFORM, key, kind="event", payload={"event_id": envelope_id, "event": event}, thread=thread,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from bot import smalltalk
@@ -143,6 +144,20 @@ class Engine:
         self._prompts = frozenset(_normal(t) for name in PROMPTS for t in getattr(notices, name))
         self._clarifying = frozenset(_normal(t) for t in (*notices.help, *notices.unclear))
         self._acks = frozenset(_normal(t) for t in notices.acknowledged)
+        self._detected = lru_cache(maxsize=512)(self._detect)
+
+    def _detect(self, text: str) -> tuple[tuple[Signal, ...], tuple[str, ...]]:
+        signals, rules = detect(text, self.policy)
+        return tuple(signals), tuple(rules)
+
+    def read(self, text: str) -> None:
+        """Read ``text`` ahead of its decision: the rules' signals and, when none of them escalates, the help
+        center's answer. Both are kept (a bounded cache), so the decision that follows, made while the turn
+        holds the database, finds them ready instead of holding the database while a long message is read."""
+        text = _window(text)
+        signals, _ = self._detected(text)
+        if self.knowledge is not None and not any(self._escalates(s) for s in signals):
+            self.knowledge.answer(text)
 
     # ---- the pure decision ----
 
@@ -177,7 +192,8 @@ class Engine:
         """
         policy = self.policy
         original, text = text, _window(text)
-        signals, rules = detect(text, policy)
+        found, fired = self._detected(text)
+        signals, rules = list(found), list(fired)
         if text is not original:
             signals = [_verbatim(s, original) for s in signals]
             rules.append("long_message.start_and_end")

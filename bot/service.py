@@ -189,6 +189,10 @@ class Service:
             if not await self.store.pending_inbound(ids=[inbound.id]):
                 return None
             hints = await self._consult(message)
+        if message.from_customer:
+            # The text is read before the turn takes the database (on SQLite, the one connection every
+            # acknowledgement needs too): a 40,000-character message holds no one else up while it is read.
+            await asyncio.to_thread(self.engine.read, message.text)
         taken: list[dict[str, Any]] = []
         found: tuple[Conversation, Handoff | None] | None = None
         following: int | None = None

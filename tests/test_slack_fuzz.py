@@ -648,45 +648,57 @@ RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
 
 async def test_a_500_kb_message_does_not_delay_the_acknowledgement_of_other_events(slack_on_sqlite: Harness):
     """Small customer messages arrive every 5 ms, as Slack sends them (on a schedule, not when the last one
-    was answered), from just before a 500,000-character message is sent until it has been worked on; each
-    one's acknowledgement is timed from the moment it was due, so a stalled event loop or a busy database
-    delays every event due meanwhile. 200 are new messages; if the big one is still being worked on after
-    those, Slack's retries of them follow (stored already: acknowledged, not worked on again)."""
+    was answered); each one's acknowledgement is timed from the moment it was due, so a stalled event loop or
+    a busy database delays every event due meanwhile. First 200 of them alone (the baseline: what this
+    machine does under that load), then 200 more from just before a 500,000-character message is sent until
+    it has been worked on (if it still is after those, Slack's retries of them follow: stored already,
+    acknowledged, not worked on again). What the big message adds to the p99 is what it costs the others."""
     slack = slack_on_sqlite
     loop = asyncio.get_running_loop()
     big = slack.message_event("U0DANA", "Our recording is missing and " + "the meeting went on and on " * 18_519)
     assert len(big["text"]) >= 500_000
     warm = [customer(slack, f"U0C{i:04d}", "How do I export a transcript?") for i in range(20)]
+    alone = [customer(slack, f"U0B{i:04d}", "How do I export a transcript?") for i in range(200)]
     fresh = [customer(slack, f"U0C{i:04d}", "How do I export a transcript?") for i in range(20, 220)]
-    timed: dict[str, list[float]] = {"before": [], "during": [], "after": []}
-    retries = 0
-    big_acked, big_done, all_due = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    answers: set[asyncio.Task[None]] = set()
+    big_acked, big_done = asyncio.Event(), asyncio.Event()
 
     def request(event: dict[str, Any], **headers: str) -> Case:
         return signed(int(time.time()), "latency", as_json(envelope(event, event_id=f"EvLat{event['ts']}")), **headers)
 
-    async def small(case: Case, due: float) -> None:
-        was_done = big_done.is_set()
-        status = await post(slack, case)
-        assert status == 200
-        timed["after" if was_done else "during" if big_acked.is_set() else "before"].append(loop.time() - due)
+    async def schedule(events: list[dict[str, Any]], *, until: asyncio.Event | None = None) -> dict[str, list[float]]:
+        """Send ``events`` one every ``GAP``, then (while ``until`` is not set) retries of them; each one's
+        seconds from due to acknowledged, by when it was acknowledged: before, while or after the big one."""
+        timed: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+        answers: set[asyncio.Task[None]] = set()
+        all_due = asyncio.Event()
+        retries = 0
 
-    def arrive(i: int, due: float) -> None:
-        """The ``i``-th small event is due now; the next one is due ``GAP`` later."""
-        nonlocal retries
-        if i < len(fresh):
-            case = request(fresh[i])
-        elif not big_done.is_set() and i < 2_000:
-            case = request(fresh[retries % len(fresh)], **RETRY)
-            retries += 1
-        else:
-            all_due.set()
-            return
-        task = loop.create_task(small(case, due))
-        answers.add(task)
-        task.add_done_callback(answers.discard)
-        loop.call_at(due + GAP, arrive, i + 1, due + GAP)
+        async def small(case: Case, due: float) -> None:
+            was_done = big_done.is_set()
+            status = await post(slack, case)
+            assert status == 200
+            timed["after" if was_done else "during" if big_acked.is_set() else "before"].append(loop.time() - due)
+
+        def arrive(i: int, due: float) -> None:
+            nonlocal retries
+            if i < len(events):
+                case = request(events[i])
+            elif until is not None and not until.is_set() and i < 2_000:
+                case = request(events[retries % len(events)], **RETRY)
+                retries += 1
+            else:
+                all_due.set()
+                return
+            task = loop.create_task(small(case, due))
+            answers.add(task)
+            task.add_done_callback(answers.discard)
+            loop.call_at(due + GAP, arrive, i + 1, due + GAP)
+
+        arrive(0, loop.time())
+        await asyncio.wait_for(all_due.wait(), 30)
+        await asyncio.gather(*answers)
+        timed["retries"] = [float(retries)]
+        return timed
 
     async def the_big_one() -> tuple[float, float]:
         """Seconds until it was acknowledged, and until it was worked on (answered, the turn committed)."""
@@ -706,24 +718,31 @@ async def test_a_500_kb_message_does_not_delay_the_acknowledgement_of_other_even
         with watching() as watch:
             for event in warm:  # the first requests open connections
                 assert await post(slack, request(event)) == 200
-            arrive(0, loop.time())
+            baseline = await schedule(alone)
+            await slack.settle()
+            with_big = loop.create_task(schedule(fresh, until=big_done))
             big_ack, big_worked = await the_big_one()
-            await asyncio.wait_for(all_due.wait(), 30)
-            await asyncio.gather(*answers)
+            timed = await with_big
             await slack.settle()
     finally:
         gc.unfreeze()
-    latencies = [t for phase in timed.values() for t in phase]
-    p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+    base = baseline["before"]
+    latencies = [t for phase in ("before", "during", "after") for t in timed[phase]]
     during = timed["during"]
-    print(f"\n500 KB message: acknowledged in {big_ack * 1000:.0f} ms, worked on in {big_worked * 1000:.0f} ms; "
-          f"{len(latencies)} small events, one every {GAP * 1000:.0f} ms ({len(timed['before'])} answered before it, "
-          f"{len(during)} while it was worked on, {len(timed['after'])} after; {retries} of them retries): "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies) * 1000:.1f} ms; "
-          f"while it was worked on: p99 {percentile(during or [0.0], 0.99) * 1000:.1f} ms")
+    base_p99 = percentile(base, 0.99) * 1000
+    p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+    print(f"\n500 KB message: acknowledged in {big_ack * 1000:.0f} ms, worked on in {big_worked * 1000:.0f} ms. "
+          f"Small events, one every {GAP * 1000:.0f} ms: alone (baseline, {len(base)}): "
+          f"p50 {statistics.median(base) * 1000:.1f} ms, p99 {base_p99:.1f} ms; "
+          f"with the big one ({len(latencies)}: {len(timed['before'])} answered before it, {len(during)} while it "
+          f"was worked on, {len(timed['after'])} after; {timed['retries'][0]:.0f} of them retries): p50 {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms, max {max(latencies) * 1000:.1f} ms; the big one adds {p99 - base_p99:.1f} ms to the p99")
     assert not watch.problems(), watch.problems()
     assert big_done.is_set() and len(latencies) >= 200 and during
-    assert p99 < 100, f"p99 {p99:.1f} ms"
+    # 100 ms, or more on a machine that is slow or busy (its own baseline says by how much): a message that held
+    # the loop or the database for its whole reading (seconds, before) fails either way.
+    bar = max(100.0, 5 * base_p99)
+    assert p99 - base_p99 < bar, f"the big message adds {p99 - base_p99:.1f} ms to the p99 ({base_p99:.1f}, {p99:.1f})"
     assert big_ack < 1.0
     [_reply] = [p for p in slack.fake.posts(SHARED) if p.get("thread_ts") == big["ts"]]  # and it was answered
 
