@@ -192,8 +192,8 @@ class Engine:
         """
         policy = self.policy
         original, text = text, _window(text)
-        found, fired = self._detected(text)
-        signals, rules = list(found), list(fired)
+        read, fired = self._detected(text)
+        signals, rules = list(read), list(fired)
         if text is not original:
             signals = [_verbatim(s, original) for s in signals]
             rules.append("long_message.start_and_end")
