@@ -534,6 +534,8 @@ class DiscordAdapter(Platform):
         since = datetime.now(UTC) - RECENT
         conversations = set()
         for conversation in await self.service.store.recent_conversations(PLATFORM, since=since):
+            if not conversation.thread.isdigit():  # recorded history (replay --record): no Discord thread to read
+                continue
             thread = int(conversation.thread)
             conversations.add(thread)
             seen = cursors.get(str(thread), thread)  # a thread's first message comes after its starter

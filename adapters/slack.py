@@ -381,7 +381,9 @@ class SlackAdapter(Platform):
         if isinstance(event, dict) and event.get("type") == "app_home_opened":
             return await next()  # changes nothing, never stored: adapters/slack_home.py draws the Home at once
         wanted = self._wanted(event) if isinstance(event, dict) else None
+        self.service.metrics.received(PLATFORM)
         if wanted is None:
+            self.service.metrics.acknowledged(PLATFORM, "ignored")
             await self.tracker.done(envelope_id)
             return BoltResponse(status=200, body="")
         key, thread = wanted
@@ -394,6 +396,7 @@ class SlackAdapter(Platform):
             log.error("inbox_unavailable", event_id=envelope_id, error=f"{type(exc).__name__}: {exc}",
                       hint="answered 503: Slack retries the event")
             return BoltResponse(status=503, body="the inbox cannot store events right now")
+        self.service.metrics.acknowledged(PLATFORM, "duplicate" if inbound_id is None else "stored")
         if inbound_id is None:
             log.info("duplicate_event_dropped", event_id=envelope_id, key=key)  # a retry of an event already stored
             await self.tracker.done(envelope_id)

@@ -7,6 +7,25 @@ import sys
 from collections.abc import Sequence
 
 OFFLINE = "the rules alone, even when OPENAI_API_KEY is set (without a key they run offline anyway)"
+REPLAY_INPUT = """\
+each line is one past conversation (every field but "messages" is optional):
+  id            its id (--record needs one, at most 64 characters: it is stored under it)
+  messages      [{"role": "customer" | "agent", "text", "at", "author"}], in order; "at" is an ISO-8601
+                time (without a zone: in "tz", else UTC); a message without "at" comes one minute after
+                the one before it (with no times at all, the conversation starts now); "author" is a name
+  tz            the customer's IANA time zone
+  customer      the customer's id (conversations that share it are one customer's: repeat contacts)
+  platform      slack (default), discord, ...
+  organisation  the customer's organisation
+  outcome       what the humans did: {"escalated": true | false, "route", "escalated_at", "claimed_by",
+                "claimed_at", "resolved_at" (a time, or a list when it was resolved more than once: a
+                customer message after a resolution reopens it), "resolved_by", "csat": 1-5}
+--record stores the customer and staff messages at their times, the bot's decision on each customer
+message, the transitions (opened; escalated at "escalated_at", else at the first staff reply or claim;
+claimed at "claimed_at", else at the first staff reply; resolved; reopened), the CSAT, and a shadow draft
+where the bot would have answered and a person answered instead (`python -m bot autonomy` measures it).
+A summary (stored, skipped, messages) goes to stderr; stdout is as without --record.
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,11 +49,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="web: the HTTP platforms (run N behind a load balancer); gateway: also Discord's gateway "
                           "(run one); all (default, $BATON_ROLE): everything in this process")
 
-    rp = sub.add_parser("replay", help="shadow mode: what Baton would have done in past conversations")
-    rp.add_argument("file", help='JSON lines {"id", "messages": [{"role", "text", "at"?}], "tz"?, "customer"?, '
-                                 '"outcome"?}; - for stdin')
+    rp = sub.add_parser("replay", help="shadow mode: what Baton would have done in past conversations",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=REPLAY_INPUT)
+    rp.add_argument("file", help='JSON lines {"id", "messages": [{"role", "text", "at"?, "author"?}], "tz"?, '
+                                 '"customer"?, "platform"?, "organisation"?, "outcome"?} (below); - for stdin')
     rp.add_argument("--json", action="store_true", help="one JSON line per conversation, then a summary line")
     rp.add_argument("--offline", action="store_true", help=OFFLINE)
+    rp.add_argument("--record", action="store_true",
+                    help="also store each conversation, with its human outcome and the bot's decisions, in the "
+                         "configured database ($BATON_DATABASE_URL, migrated first), so that `report` and "
+                         "`autonomy` cover it; a conversation recorded before (same platform and id) is skipped")
 
     triage = sub.add_parser("triage", help="decide on each message of a JSON-lines file; sends nothing")
     triage.add_argument("file", nargs="?", default="-", help="JSON lines {id, text, now?, tz?}; - for stdin")
@@ -59,6 +83,23 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--json", action="store_true", help="one JSON object (the schema is in the README)")
     au.add_argument("--promote", metavar="INTENT", help="confirm INTENT's proposed promotion (a lead's decision)")
     au.add_argument("--by", default="cli", help="who confirms the promotion (recorded with it)")
+
+    rep = sub.add_parser("report", help="the KPIs of a period (README: KPIs), as JSON, CSV (one row per "
+                                        "conversation) or one self-contained HTML file with charts")
+    rep.add_argument("--since", help="first day (YYYY-MM-DD, in the business-hours zone) or an ISO-8601 moment; "
+                                     "default: 7 days before --until")
+    rep.add_argument("--until", help="last day, included (YYYY-MM-DD), or an ISO-8601 moment, excluded; "
+                                     "default: today")
+    rep.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    rep.add_argument("--output", "-o", default="-", help="the file to write; - (default) for standard output")
+
+    dg = sub.add_parser("digest", help="the weekly digest of the last 7 days against the 7 before, posted now to "
+                                       "$BATON_LEADS_CHANNEL (the timer posts it once a week by itself)")
+    dg.add_argument("--dry-run", action="store_true", help="post nothing: print the message's blocks as JSON")
+    dg.add_argument("--png", metavar="PATH", help="with --dry-run: also write the chart to PATH")
+    dg.add_argument("--now", help="ISO-8601 moment to take as now (default: the clock): the digest covers the 7 "
+                                  "full days before its day")
+    dg.add_argument("--channel", help="post there instead of $BATON_LEADS_CHANNEL")
     return parser
 
 
@@ -68,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = args.command or "run"
     if command != "run":  # `run` sends its logs where they belong (the playground: to a file)
-        logs.configure("warning" if command in ("triage", "eval", "replay") else "info")
+        logs.configure("warning" if command in ("triage", "eval", "replay", "report", "digest") else "info")
     from bot.database import DatabaseUnavailable
 
     try:

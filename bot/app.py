@@ -31,6 +31,8 @@ from bot.platform import Factory, Platform, PlatformConfigError, configured
 from bot.service import Service
 from bot.settings import Settings
 from bot.store import Store
+from bot.web.dashboard import mount as mount_dashboard
+from bot.web.metrics import Metrics, metrics_for
 
 if TYPE_CHECKING:
     from bot.llm import LanguageModel
@@ -73,10 +75,13 @@ class Application:
         self.service.wake = self.courier.kick
         self.service.deliver = self.courier.deliver_now
         self.inbox.translators.update({name: p.translate for name, p in self.platforms.items()})
+        self.metrics: Metrics = metrics_for(self)
+        """The operations metrics, in a registry of this application's own (off: the no-op)."""
         self.host = host
         self.port = settings.port if port is None else port
         self.started = False
         self._sla: asyncio.Task[None] | None = None
+        self._digest: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._closed: asyncio.Future[None] | None = None
 
@@ -97,6 +102,7 @@ class Application:
         self.inbox.start()
         self.courier.start()
         self._sla = asyncio.create_task(self._sla_loop(), name="baton-sla")
+        self._start_digest()
         if self.port:
             self._runner = web.AppRunner(self.web_app(), access_log=None)
             await self._runner.setup()
@@ -116,11 +122,12 @@ class Application:
         for platform in reversed(list(self.platforms.values())):
             with contextlib.suppress(Exception):
                 await platform.stop()
-        if self._sla is not None:
-            self._sla.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sla
-            self._sla = None
+        for task in (self._sla, self._digest):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sla = self._digest = None
         await self.inbox.stop()
         await self.courier.stop()
 
@@ -154,6 +161,18 @@ class Application:
         await self.inbox.idle()
         await self.courier.idle()
 
+    def _start_digest(self) -> None:
+        """The weekly digest's timer (bot/digest.py), when Slack is configured and ``BATON_LEADS_CHANNEL`` set;
+        every process may run it: the week's row in the database decides which one posts."""
+        from bot import digest
+
+        client = getattr(self.platforms.get("slack"), "client", None)
+        if client is None:
+            return
+        job = digest.timer(self.settings, self.store, self.service.policy, client)
+        if job is not None:
+            self._digest = asyncio.create_task(job, name="baton-digest")
+
     async def _sla_loop(self, poll: float = 60.0) -> None:
         while True:
             try:
@@ -169,13 +188,15 @@ class Application:
 
     def web_app(self) -> web.Application:
         """Every platform's routes, ``GET /healthz`` (readiness: 200 only when events can be handled and
-        stored) and ``GET /livez`` (liveness: the process answers)."""
+        stored), ``GET /livez`` (liveness: the process answers) and ``GET /metrics`` (when on)."""
         _quiet_bad_requests()
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/healthz", self._ready)
         app.router.add_get("/livez", self._live)
+        self.metrics.routes(app)  # GET /metrics, when BATON_METRICS is on
         for platform in self.platforms.values():
             platform.routes(app)
+        mount_dashboard(self, app)  # /dashboard, when "Sign in with Slack" is configured
         return app
 
     async def _live(self, _request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -29,7 +29,7 @@ from bot.engine import Engine
 from bot.evaluation import CALM, LabelledRow, Report
 from bot.jsonl import open_input, read_models
 from bot.knowledge import KnowledgeBase, KnowledgeError
-from bot.model import Decision
+from bot.model import Decision, Storable
 from bot.policy import Policy, PolicyError, load_policy, zone
 from bot.settings import Settings
 
@@ -437,6 +437,120 @@ def autonomy(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- report ----
+
+
+def _period(args: argparse.Namespace, policy: Policy, *, today: datetime | None = None) -> tuple[datetime, datetime]:
+    """``--since`` and ``--until`` as a half-open period: days are whole days in the business-hours zone (the
+    last one included), ISO-8601 moments are taken as they are (``--until`` excluded)."""
+    zone = ZoneInfo(policy.business_hours.timezone)
+
+    def moment(text: str, *, end: bool) -> datetime:
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            try:
+                at = datetime.fromisoformat(text)
+            except ValueError:
+                raise UsageError(f"not a date (YYYY-MM-DD) or an ISO-8601 moment: {text!r}") from None
+            return at if at.tzinfo else at.replace(tzinfo=zone)
+        return datetime.combine(day + timedelta(days=1) if end else day, time(0), zone)
+
+    now = (today or datetime.now(UTC)).astimezone(zone)
+    until = moment(args.until, end=True) if args.until else datetime.combine(now.date() + timedelta(days=1),
+                                                                            time(0), zone)
+    since = moment(args.since, end=False) if args.since else until - timedelta(days=7)
+    if until <= since:
+        raise UsageError("--until must come after --since")
+    return since, until
+
+
+def report(args: argparse.Namespace) -> int:
+    """The KPIs of a period (``python -m bot report``): JSON, CSV or a self-contained HTML file."""
+    from bot import reports
+
+    settings = _settings()
+    policy = _policy(args, settings)
+    since, until = _period(args, policy)
+
+    async def _run() -> reports.Report:
+        store = await _open_store(settings)
+        try:
+            return await reports.build(store, policy, since, until)
+        finally:
+            await store.close()
+
+    built = asyncio.run(_run())
+    if args.format == "json":
+        text = json.dumps(built.to_json(), indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "csv":
+        text = reports.to_csv(built)
+    else:
+        from bot import charts
+
+        text = charts.render_html(built.to_json())
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.format.upper()} report of {len(built.rows)} conversations written to {args.output}",
+              file=sys.stderr)
+    return 0
+
+
+# ---- digest: the leads' weekly summary ----
+
+
+def digest(args: argparse.Namespace) -> int:
+    """The weekly digest now (``python -m bot digest``): posted to the leads' channel, or with ``--dry-run``
+    printed as Block Kit JSON (and its chart written to ``--png``). A post made here is not counted as the
+    week's: the timer still posts its own."""
+    from bot import digest as weekly
+
+    settings = _settings()
+    policy = _policy(args, settings)
+    now = datetime.now(UTC)
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            raise UsageError(f"--now: not an ISO-8601 moment: {args.now!r}") from None
+        now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo(policy.business_hours.timezone))
+    channel = args.channel or settings.leads_channel
+    if not args.dry_run and not (settings.slack_bot_token and channel):
+        raise UsageError("posting the digest needs SLACK_BOT_TOKEN and BATON_LEADS_CHANNEL (or --channel); "
+                         "--dry-run prints it instead")
+    if args.png and not args.dry_run:
+        raise UsageError("--png goes with --dry-run")
+
+    async def _run() -> weekly.Digest:
+        store = await _open_store(settings)
+        try:
+            found = await weekly.compose(store, policy, now=now, chart=bool(args.png) or not args.dry_run)
+        finally:
+            await store.close()
+        if not args.dry_run:
+            from slack_sdk.web.async_client import AsyncWebClient
+
+            assert settings.slack_bot_token is not None and channel
+            client = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(),
+                                    base_url=settings.slack_api_url or AsyncWebClient.BASE_URL, timeout=30)
+            await weekly.post(client, channel, found)
+        return found
+
+    found = asyncio.run(_run())
+    if args.dry_run:
+        if args.png and found.png:
+            try:
+                Path(args.png).write_bytes(found.png)
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.png}: {exc.strerror}") from None
+        print(json.dumps(weekly.dump(found), indent=2, ensure_ascii=False))
+    else:
+        print(f"digest of {found.since:%Y-%m-%d} to {found.until:%Y-%m-%d} posted to {channel}", file=sys.stderr)
+    return 0
+
+
 # ---- run: the platforms, or the playground ----
 
 
@@ -594,19 +708,44 @@ def _playground(engine: Engine, settings: Settings, args: argparse.Namespace, lo
 # ---- replay ----
 
 
+Name = Annotated[Storable, Field(max_length=64)]
+"""A person's name or id, as the store keeps it."""
+
+
 class ReplayMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["customer", "agent"]
-    text: str
+    text: Storable
     at: datetime | None = None
+    """When it was written (without a zone: in the conversation's ``tz``, else UTC); without ``at``, one
+    minute after the message before it."""
+    author: Name | None = None
+    """Who wrote it: a name (staff: who replied, recorded as the author of the reply)."""
 
 
 class ReplayOutcome(BaseModel):
+    """What the humans did. Only ``escalated`` and ``route`` are compared with the bot; the rest is recorded
+    by ``--record`` (times without a zone are in the conversation's ``tz``, else UTC)."""
+
     model_config = ConfigDict(extra="ignore")
 
     escalated: bool
     route: str | None = None
+    escalated_at: datetime | None = None
+    """When a person was asked to take it (default: the first staff reply or claim, whichever came first)."""
+    claimed_by: Name | None = None
+    claimed_at: datetime | None = None
+    resolved_at: datetime | list[datetime] | None = None
+    """When it was resolved; a list when it was resolved more than once (a customer message after a resolution
+    reopened it)."""
+    resolved_by: Name | None = None
+    csat: int | None = Field(default=None, ge=1, le=5)
+
+    @property
+    def resolutions(self) -> list[datetime]:
+        at = self.resolved_at
+        return [] if at is None else [at] if isinstance(at, datetime) else list(at)
 
 
 class ReplayConversation(BaseModel):
@@ -619,17 +758,22 @@ class ReplayConversation(BaseModel):
     """The customer's IANA time zone, as a Slack profile gives it."""
     customer: str | None = None
     """The customer's id; conversations that share it are one customer's (for repeat contacts)."""
+    platform: Annotated[str, Field(min_length=1, max_length=32)] = "slack"
+    """Where it took place (``--record`` keeps it; the KPIs break down by platform)."""
+    organisation: Name | None = None
+    """The customer's organisation (a VIP or enterprise one changes the bot's decisions, as live)."""
 
 
 def replay(args: argparse.Namespace) -> int:
     """Shadow mode: what Baton would have done at each turn of past conversations, and how that
-    compares with what the humans did. Uses a throwaway SQLite store; sends nothing."""
+    compares with what the humans did. Uses a throwaway SQLite store; sends nothing. With ``--record``,
+    each conversation is also stored in the configured database with its human outcome (:mod:`bot.history`)."""
     settings = _settings()
     engine = _engine(args, settings)
     with _open(args.file) as stream:
         rows = list(read_models(stream, ReplayConversation))
     return asyncio.run(_replay(engine, rows, as_json=args.json, settings=settings,
-                               offline=getattr(args, "offline", False)))
+                               offline=getattr(args, "offline", False), record=getattr(args, "record", False)))
 
 
 def _customer_id(number: int, convo: ReplayConversation) -> str:
@@ -637,15 +781,23 @@ def _customer_id(number: int, convo: ReplayConversation) -> str:
     return convo.customer or f"customer-{number}"
 
 
+REPLAYED = ("replay", "replay", "replay")
+"""The platform, workspace and channel of the replay's throwaway conversations (the thread: the line number)."""
+
+
 async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: Settings | None = None,
-                  offline: bool = True) -> int:
+                  offline: bool = True, record: bool = False) -> int:
     import tempfile
 
+    from bot import history
+    from bot.database import shown
     from bot.service import Service
     from bot.store import Store
 
     tally = {"conversations": 0, "with_outcome": 0, "agree": 0, "missed_escalations": 0, "extra_escalations": 0,
              "same_route": 0, "different_route": 0, "bad_lines": 0}
+    recorded = {"stored": 0, "skipped": 0, "messages": 0, "not_recorded": 0}
+    target = await _open_store(settings or _settings()) if record else None  # a bad database fails first
     with tempfile.TemporaryDirectory(prefix="baton-replay-") as folder:
         store = Store(f"sqlite+aiosqlite:///{folder}/replay.db")
         await store.migrate()
@@ -656,9 +808,19 @@ async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: S
         lanes = asyncio.Semaphore(CONCURRENCY if llm is not None else 1)
         customers: dict[str, asyncio.Lock] = {}
 
-        async def one(number: int, convo: ReplayConversation) -> list[dict[str, Any]]:
+        async def one(number: int, convo: ReplayConversation) -> tuple[list[dict[str, Any]], str]:
             async with customers.setdefault(_customer_id(number, convo), asyncio.Lock()), lanes:
-                return await _replay_conversation(service, number, convo)
+                times = history.moments(convo, datetime.now(UTC))
+                turns = await _replay_conversation(service, number, convo, times)
+                if target is None:
+                    return turns, ""
+                if (why := history.problem(convo)) is not None:
+                    return turns, f"line {number}: not recorded: {why}"
+                learned = await history.learned(store, *REPLAYED, f"{number}")
+                stored = await history.record(target, convo, times, learned)
+                recorded["stored" if stored is not None else "skipped"] += 1
+                recorded["messages"] += stored or 0
+                return turns, ""
 
         tasks = [asyncio.create_task(one(number, convo)) if convo is not None else None
                  for number, convo, _error, _raw in rows]
@@ -669,7 +831,10 @@ async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: S
                     why = (error or "").removeprefix(f"line {number}: ")
                     print(f"line {number}: skipped: {why}", file=sys.stderr)
                     continue
-                turns = await task
+                turns, refused = await task
+                if refused:
+                    recorded["not_recorded"] += 1
+                    print(refused, file=sys.stderr)
                 tally["conversations"] += 1
                 verdict = _verdict(convo, turns, tally)
                 _print_replay(convo.id, turns, verdict, as_json=as_json)
@@ -679,28 +844,43 @@ async def _replay(engine: Engine, rows: list[Any], *, as_json: bool, settings: S
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             await store.close()
+            if target is not None:
+                await target.close()
     if as_json:
         print(json.dumps({"summary": tally}))
     else:
         print("\nsummary: " + ", ".join(f"{k}={v}" for k, v in tally.items()))
+    if target is not None:
+        print(f"baton: recorded into {shown(target.url)}: stored={recorded['stored']} conversations, "
+              f"skipped={recorded['skipped']} (recorded before), messages={recorded['messages']}"
+              + (f", not recorded={recorded['not_recorded']}" if recorded["not_recorded"] else ""), file=sys.stderr)
     return 0
 
 
-async def _replay_conversation(service: Service, number: int, convo: ReplayConversation) -> list[dict[str, Any]]:
-    """Each turn through the service as live; per customer turn, the ``triage`` contract's fields."""
+async def _replay_conversation(service: Service, number: int, convo: ReplayConversation,
+                               times: list[datetime]) -> list[dict[str, Any]]:
+    """Each turn through the service as live, at its time (see :func:`bot.history.moments`); a resolution
+    in the outcome resolves the conversation at its time, so that a later customer message reopens it as
+    live. Per customer turn, the ``triage`` contract's fields."""
+    from bot import history
     from bot.model import Message, Person, Role
 
-    customer = Person(id=_customer_id(number, convo), role=Role.customer, timezone=convo.tz)
-    agent = Person(id="agent", role=Role.staff)
-    start = datetime.now(UTC)
+    customer = Person(id=_customer_id(number, convo), role=Role.customer, timezone=convo.tz,
+                      organisation=convo.organisation)
+    zone = history.zone_of(convo)
+    resolutions = sorted(history.aware(t, zone) for t in convo.outcome.resolutions) if convo.outcome else []
     turns: list[dict[str, Any]] = []
-    for index, msg in enumerate(convo.messages):
-        at = msg.at or start + timedelta(minutes=index)
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=ZoneInfo(convo.tz) if convo.tz else UTC)
+    for index, (msg, at) in enumerate(zip(convo.messages, times, strict=True)):
+        while resolutions and resolutions[0] <= at:
+            resolutions.pop(0)
+            found = await service.store.find_conversation(*REPLAYED, f"{number}")
+            if found is not None:
+                await service.store.resolve(found.id, "history", awaiting_csat=False)
+        author = customer.model_copy(update={"name": msg.author}) if msg.role == "customer" else \
+            Person(id=msg.author or "agent", name=msg.author, role=Role.staff)
         outcome = await service.handle(Message(
-            platform="replay", workspace="replay", channel="replay", thread=f"{number}",
-            author=customer if msg.role == "customer" else agent, text=msg.text, at=at, event_id=f"{number}:{index}"))
+            platform=REPLAYED[0], workspace=REPLAYED[1], channel=REPLAYED[2], thread=f"{number}",
+            author=author, text=msg.text, at=at, event_id=history.event_id(f"{number}", index)))
         turn: dict[str, Any] = {"turn": index + 1, "role": msg.role}
         decision = outcome.decision
         if decision is not None:
@@ -720,7 +900,7 @@ def _verdict(convo: ReplayConversation, turns: list[dict[str, Any]], tally: dict
     if convo.outcome is not None:
         tally["with_outcome"] += 1
         human = convo.outcome
-        verdict["human"] = human.model_dump()
+        verdict["human"] = human.model_dump(mode="json", include={"escalated", "route"} | human.model_fields_set)
         if human.escalated and escalated_at is None:
             tally["missed_escalations"] += 1
             verdict["agreement"] = "missed escalation"

@@ -34,6 +34,7 @@ from bot.knowledge import Article, Grounded
 from bot.model import Severity, Signal
 from bot.settings import Settings
 from bot.store import Store
+from bot.web.metrics import NO_METRICS, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -145,6 +146,7 @@ class LanguageModel:
         self.prompts = {name: Prompt.load(name, prompts) for name in ("turn", "handoff")}
         self.calls = 0
         self.tokens = 0
+        self.metrics: Metrics = NO_METRICS
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store | None) -> LanguageModel | None:
@@ -217,12 +219,14 @@ class LanguageModel:
         bound = log.bind(conversation_id=conversation_id, use=use)
         if self.breaker.open:
             bound.info("llm_skipped", reason="circuit open: the offline engine answers")
+            self.metrics.fallback("circuit_open")
             return None
         content = json.dumps(data, ensure_ascii=False)
         if conversation_id is not None and self.budget and self.store is not None:
             spent = await self.store.llm_tokens(conversation_id)
             if spent + len(content) // CHARS_PER_TOKEN + max_tokens > self.budget:
                 bound.info("llm_skipped", reason="the conversation's token budget is spent", spent=spent)
+                self.metrics.fallback("budget")
                 return None
         prompt = self.prompts[use]
         messages: list[Any] = [
@@ -256,6 +260,8 @@ class LanguageModel:
         latency = int((time.perf_counter() - started) * 1000)
         self.calls += 1
         self.tokens += sum(usage)
+        self.metrics.model_call(use, ok=parsed is not None, prompt_tokens=usage[0], completion_tokens=usage[1],
+                                seconds=latency / 1000)
         if parsed is None:
             self.breaker.failure()
             bound.warning("llm_call_failed", error=error, latency_ms=latency, fallback="offline engine")

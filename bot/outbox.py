@@ -35,6 +35,7 @@ from tenacity import (
 
 from bot.model import TO_CUSTOMER, Action, Conversation, Handoff
 from bot.store import Card, Store
+from bot.web.metrics import NO_METRICS, Metrics
 
 log = structlog.get_logger(__name__)
 _ACTION: TypeAdapter[Action] = TypeAdapter(Action)
@@ -138,6 +139,7 @@ class Courier:
         self.park = park
         self.lease = lease
         self.idle_poll = idle_poll
+        self.metrics: Metrics = NO_METRICS
         self._wake = asyncio.Event()
         self._draining = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -256,16 +258,19 @@ class Courier:
                             raise
         except Undeliverable as exc:
             bound.error("outbox_undeliverable", error=str(exc))
+            self.metrics.delivery_failed(exc)
             await self.store.mark_failed(row["id"], str(exc), retry_at=None, posted=uncertain)
             return None
         except Exception as exc:  # RetryLater, Transient, or a bug: park it, never drop it
             wait = exc.seconds if isinstance(exc, RetryLater) else self.park.total_seconds()
             bound.warning("outbox_parked", error=str(exc) or type(exc).__name__, retry_in_s=wait)
+            self.metrics.delivery_failed(exc)
             await self.store.mark_failed(row["id"], f"{type(exc).__name__}: {exc}",
                                          retry_at=datetime.now(UTC) + timedelta(seconds=wait),
                                          posted=uncertain or not isinstance(exc, DeliveryError))
             return None
         bound.info("outbox_delivered", attempts=row["attempts"] + 1)
+        self.metrics.delivered()
         return result, self.delivered(parcel, result) if self.delivered is not None else None
 
     def _retry_here(self, exc: BaseException) -> bool:

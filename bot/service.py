@@ -49,6 +49,7 @@ from bot.model import (
 from bot.outbox import Parcel
 from bot.policy import Policy
 from bot.store import Card, Inbound, Store, thread_key
+from bot.web.metrics import NO_METRICS, Metrics
 
 if TYPE_CHECKING:  # the openai package takes about a second to import: only when a model is configured
     from bot.llm import HandoffNote, LanguageModel, Opinion
@@ -133,6 +134,8 @@ class Service:
         ``None``: everything goes through the courier."""
         self.next_in_thread: Callable[[int], None] = lambda _id: None
         """Told of the next pending inbox row of a thread that a turn has just finished (the inbox)."""
+        self.metrics: Metrics = NO_METRICS
+        """Counted at the points that matter (the application sets it when ``BATON_METRICS`` is on)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
@@ -154,9 +157,12 @@ class Service:
         """Store a translated message in the inbox (its id; ``None`` for a duplicate)."""
         # The platform's order within the thread: when it was written (an edit: when it was edited, now).
         at = message.at if kind == "message" else datetime.now(UTC)
-        return await self.store.receive(message.platform, message.event_id, kind=kind,
-                                        payload=message.model_dump(mode="json"), thread=thread_of(message),
-                                        seq=at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"))
+        self.metrics.received(message.platform)
+        stored = await self.store.receive(message.platform, message.event_id, kind=kind,
+                                          payload=message.model_dump(mode="json"), thread=thread_of(message),
+                                          seq=at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"))
+        self.metrics.acknowledged(message.platform, "duplicate" if stored is None else "stored")
+        return stored
 
     async def _receive_and_work(self, message: Message, kind: str) -> Outcome:
         key = thread_of(message)
@@ -196,6 +202,7 @@ class Service:
         taken: list[dict[str, Any]] = []
         found: tuple[Conversation, Handoff | None] | None = None
         following: int | None = None
+        stored_at: datetime | None = None
         try:
             # A database hiccup (a lock timeout, a dropped connection) is retried: the turn is one
             # transaction, so a retry never stores half of it twice.
@@ -207,6 +214,7 @@ class Service:
                         if taken_row is None:
                             bound.debug("inbound_not_ours")
                             return None
+                        stored_at = await self.metrics.stored_at(self.store, inbound.id)
                         if inbound.kind == "edit":
                             outcome = await self._edit(message, bound, hints)
                         elif message.author.role is not Role.customer:
@@ -224,7 +232,9 @@ class Service:
         except Exception as exc:
             gave_up = await self._failed(inbound, exc)
             bound.error("inbound_failed", error=f"{type(exc).__name__}: {exc}", gave_up=gave_up)
+            self.metrics.handled(inbound.platform, "failed")
             raise
+        self.metrics.turn(inbound.platform, outcome, stored_at)  # committed
         if following is not None:
             self.next_in_thread(following)
         if outcome.queued and not taken:
@@ -242,6 +252,7 @@ class Service:
                 return False
             await self.store.finish_inbound(inbound.id, status="ignored")
             following = taken.following
+        self.metrics.handled(inbound.platform, "ignored")
         if following is not None:
             self.next_in_thread(following)
         return True
@@ -256,7 +267,8 @@ class Service:
                       **options: Any) -> tuple[Decision, list[Action]]:
         """The engine's decision, on a worker thread: the event loop keeps acknowledging meanwhile, and the
         embedding model (onnxruntime releases the GIL) runs beside it on another core."""
-        return await asyncio.to_thread(self.engine.decide, conversation, message, **options)
+        with self.metrics.deciding():
+            return await asyncio.to_thread(self.engine.decide, conversation, message, **options)
 
     async def _failed(self, inbound: Inbound, exc: BaseException) -> bool:
         """Count a failed attempt at an inbox row; it stays pending for a retry (or, in the end, failed)."""
@@ -506,6 +518,7 @@ class Service:
         except TimeoutError:
             log.warning("llm_deadline", conversation_id=conversation.id, seconds=self.first_reply,
                         fallback="offline engine")
+            self.metrics.fallback("deadline")
             return None
 
     async def _note(self, brief: Brief, deadline: float) -> HandoffNote | None:
@@ -519,6 +532,7 @@ class Service:
                 return await self.llm.handoff_note(data, conversation_id=brief.conversation_id)
         except TimeoutError:
             log.warning("llm_deadline", conversation_id=brief.conversation_id, use="handoff")
+            self.metrics.fallback("deadline")
             return None
 
     def _with_note(self, brief: Brief, note: HandoffNote, conversation: Conversation) -> Brief:

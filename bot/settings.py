@@ -28,6 +28,23 @@ class Settings(BaseSettings):
     review_channel: str | None = Field(default=None, alias="BATON_REVIEW_CHANNEL")
     """The channel (C...) where decisions sampled for QA review are posted with their tags; none: the
     internal channel."""
+    leads_channel: str | None = Field(default=None, alias="BATON_LEADS_CHANNEL")
+    """The support leads' channel (C...): the weekly digest goes there; none: no digest."""
+    digest_at: str = Field(default="mon 09:00", alias="BATON_DIGEST_AT")
+    """When the weekly digest is posted: a weekday and a time in the business-hours zone ("mon 09:00")."""
+
+    slack_client_id: str | None = Field(default=None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(default=None, alias="SLACK_CLIENT_SECRET")
+    """The app's OAuth credentials (Basic Information page): "Sign in with Slack" for the dashboard."""
+    public_url: str | None = Field(default=None, alias="BATON_PUBLIC_URL")
+    """Where people reach this process (https://baton.example.com): the dashboard's sign-in redirect URI."""
+    slack_team: str | None = Field(default=None, alias="BATON_SLACK_TEAM")
+    """The installing workspace's team id (T...): only its members may sign in to the dashboard. Unset:
+    the team Slack's auth.test gives the bot token."""
+    slack_oidc_authorize_url: str = Field(default="https://slack.com/openid/connect/authorize",
+                                          alias="SLACK_OIDC_AUTHORIZE_URL")
+    session_secret: SecretStr | None = Field(default=None, alias="BATON_SESSION_SECRET")
+    """The key that signs the dashboard's session cookies; unset: derived from SLACK_CLIENT_SECRET."""
 
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
     discord_channels: CsvList = Field(default_factory=list, alias="BATON_DISCORD_CHANNELS")
@@ -54,6 +71,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=4, alias="BATON_WORKERS", ge=1, le=256)
     """Inbox workers per process: messages worked on at once. More than a few only slow acknowledgements
     down: the work is CPU-bound, and every worker's turn shares the event loop with them."""
+    metrics: bool = Field(default=False, alias="BATON_METRICS")
+    """Serve ``GET /metrics`` (Prometheus's text format) on the web port; off: it answers 404."""
+    metrics_token: SecretStr | None = Field(default=None, alias="BATON_METRICS_TOKEN")
+    """When set, a scrape needs ``Authorization: Bearer <token>`` (401 otherwise)."""
 
     @field_validator("customer_channels", "discord_channels", "discord_staff_roles", mode="before")
     @classmethod

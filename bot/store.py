@@ -90,6 +90,7 @@ conversations = sa.Table(
     sa.Column("updated_at", Stamp, nullable=False),
     sa.UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversation_thread"),
     sa.Index("ix_conversations_customer", "platform", "customer_id", "started_at"),
+    sa.Index("ix_conversations_started", "started_at"),
 )
 
 messages = _of_conversation(
@@ -200,6 +201,18 @@ autonomy_changes = sa.Table(
     sa.Column("at", Stamp, nullable=False),
 )
 """Every change of an intent's mode, with the figures it was made on and who made or confirmed it."""
+
+digests = sa.Table(
+    "digests", metadata,
+    sa.Column("week", sa.String(16), primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("claimed_by", sa.String(64), nullable=False),
+    sa.Column("claimed_at", Stamp, nullable=False),
+    sa.Column("posted_at", Stamp),
+    sa.Column("ts", sa.String(64)),
+)
+"""One row per week whose weekly digest a process took on (bot/digest.py): inserted if absent before posting,
+``posted_at`` once it is in the leads' channel."""
 
 llm_calls = sa.Table(
     "llm_calls", metadata,
@@ -439,6 +452,11 @@ class Store:
             self._gate = None
         self.postgres = self.engine.dialect.name == "postgresql"
         self._current: ContextVar[AsyncConnection | None] = ContextVar(f"baton-store-{id(self)}", default=None)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this task is inside a :meth:`transaction` block (whose one connection it must share)."""
+        return self._current.get() is not None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

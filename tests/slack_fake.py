@@ -46,6 +46,8 @@ SECRET = "signing-secret-for-tests"
 HOST_TEAM, CUSTOMER_TEAM = "T0VENDOR", "T0CUSTOMER"
 BOT_USER, BOT_ID, APP_ID = "U0BATON", "B0BATON", "A0BATON"
 SHARED, INTERNAL = "C0SHARED", "C0INTERNAL"
+LEADS = "C0LEADS"
+"""The support leads' channel (``BATON_LEADS_CHANNEL``), where the weekly digest goes."""
 GROUPS = {"support": "S0SUPPORT", "billing": "S0BILLING", "engineering": "S0ENG", "security": "S0SEC",
           "success": "S0SUCCESS", "cto": "S0CTO", "leadership": "S0LEAD"}
 PEOPLE = {
@@ -118,6 +120,7 @@ class FakeSlack:
     channels: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         SHARED: {"id": SHARED, "name": "acme-notewise", "is_ext_shared": True, "is_shared": True},
         INTERNAL: {"id": INTERNAL, "name": "support-handoffs", "is_ext_shared": False, "is_shared": False},
+        LEADS: {"id": LEADS, "name": "support-leads", "is_ext_shared": False, "is_shared": False},
     })
     calls: list[Call] = field(default_factory=list)
     failures: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
@@ -138,10 +141,15 @@ class FakeSlack:
     _limits: dict[str, _Limit] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     """What ``files.info`` answers, by file id (a Slack Connect file arrives with only its id)."""
+    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Files uploaded the v2 way, by file id: what ``files.getUploadURLExternal`` was told (``filename``,
+    ``length``), the ``data`` posted to the upload URL (``None`` until then) and whether
+    ``files.completeUploadExternal`` finished it (``completed``, with its ``channel``)."""
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_post("/upload/{file_id}", self._upload)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
         return str(self.server.make_url("/api/"))
@@ -239,7 +247,7 @@ class FakeSlack:
                 args.update(json.loads(raw or b"{}"))
             else:
                 args.update(dict(urllib.parse.parse_qsl(raw.decode())))
-        for key in ("blocks", "view", "metadata"):  # form-encoded calls carry these as JSON strings
+        for key in ("blocks", "view", "metadata", "files"):  # form-encoded calls carry these as JSON strings
             if isinstance(args.get(key), str):
                 try:
                     args[key] = json.loads(args[key])
@@ -330,11 +338,72 @@ class FakeSlack:
             if not args.get("user_id") or not isinstance(view, dict) or len(view.get("blocks") or []) > 100:
                 return 200, {}, {"ok": False, "error": "invalid_arguments"}
             return 200, {}, {"ok": True, "view": {"id": f"V0HOME{args['user_id']}", "team_id": HOST_TEAM, **view}}
+        if method == "files.getUploadURLExternal":
+            return 200, {}, self._upload_url(args)
+        if method == "files.completeUploadExternal":
+            return 200, {}, self._complete_upload(args)
         if method == "conversations.replies":
             return 200, {}, self._replies(args)
         if method == "conversations.history":
             return 200, {}, self._history(args)
         return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    # ---- files (the v2 upload: an upload URL, the bytes posted to it, then completion) ----
+
+    def _upload_url(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            length = int(args.get("length") or 0)
+        except ValueError:
+            length = 0
+        if not args.get("filename") or length <= 0:
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F0UP{len(self.uploads) + 1:04d}"
+        self.uploads[file_id] = {"filename": str(args["filename"]), "length": length, "data": None,
+                                 "alt_txt": args.get("alt_txt"), "completed": False, "channel": None}
+        assert self.server is not None
+        return {"ok": True, "file_id": file_id, "upload_url": str(self.server.make_url(f"/upload/{file_id}"))}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: takes the file's bytes (no token: the URL is the credential, as Slack's is)."""
+        upload = self.uploads.get(request.match_info["file_id"])
+        data = await request.read()
+        async with self._changed:
+            self.calls.append(Call("upload", {"file_id": request.match_info["file_id"], "length": len(data)},
+                                   200 if upload is not None else 404, time.monotonic(), None, upload is not None))
+            if upload is not None:
+                upload["data"] = data
+            self._changed.notify_all()
+        if upload is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _complete_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        files = args.get("files")
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) for f in files):
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = args.get("channel_id") or args.get("channels")
+        if channel and str(channel) not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        done = []
+        for item in files:
+            upload = self.uploads.get(str(item.get("id")))
+            if upload is None or upload["data"] is None:
+                return {"ok": False, "error": "file_not_found"}
+            if len(upload["data"]) != upload["length"]:  # fewer or more bytes arrived than were announced
+                return {"ok": False, "error": "file_upload_size_mismatch"}
+            upload.update(completed=True, channel=str(channel) if channel else None)
+            file = {"id": item["id"], "name": upload["filename"], "title": item.get("title") or upload["filename"],
+                    "size": upload["length"], "channels": [str(channel)] if channel else []}
+            self.files[str(item["id"])] = file
+            done.append({"id": file["id"], "title": file["title"]})
+        if channel:  # shared: a message with the files appears in the channel (or the thread)
+            message: dict[str, Any] = {"user": BOT_USER, "type": "message", "ts": self._new_ts(), "upload": True,
+                                       "text": args.get("initial_comment") or "", "team": HOST_TEAM,
+                                       "files": [self.files[f["id"]] for f in done]}
+            if args.get("thread_ts"):
+                message["thread_ts"] = str(args["thread_ts"])
+            self._keep(str(channel), message)
+        return {"ok": True, "files": done}
 
     # ---- messages ----
 

@@ -142,7 +142,13 @@ def test_ctrl_c_at_the_prompt_leaves_cleanly(terminal: Any) -> None:
     term.send("How do I delete a record")  # half typed
     term.expect("a record")  # echoed: the prompt is reading the line
     term.send("\x03")
-    term.expect("Bye.")
+    try:
+        term.expect("Bye.", timeout=10)
+    except AssertionError:
+        # CPython's readline misses a SIGINT that lands after it prepared the terminal and before it waits for a
+        # key (it then waits for the next key): a person presses Ctrl-C again, and so does this test.
+        term.send("\x03")
+        term.expect("Bye.")
     assert term.wait() == 0
     assert "Traceback" not in term.output and "KeyboardInterrupt" not in term.output
 

@@ -470,6 +470,7 @@ SCOPES_FOR = {  # the bot scope each Web API method Baton calls needs (per Slack
     "conversations_info": "channels:read", "users_info": "users:read", "chat_getPermalink": None,
     "views_open": None, "auth_test": None,
     "files_info": "files:read",
+    "files_upload_v2": "files:write",  # the weekly digest's chart (bot/digest.py)
     "views_publish": None,  # App Home  # a Slack Connect file's name (it arrives as file_access: check_file_info)
     # Delivered once: a retry after an ambiguous failure looks for its post (message metadata) first.
     "conversations_replies": "channels:history", "conversations_history": "channels:history",
@@ -481,6 +482,7 @@ def test_the_app_manifest_grants_what_the_adapter_uses():
     manifest = json.loads((root / "slack-manifest.json").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     used = set(re.findall(r"self\.client\.(\w+)\(", (root / "adapters" / "slack.py").read_text()))
+    used |= set(re.findall(r"client\.(\w+)\(", (root / "bot" / "digest.py").read_text()))
     assert used <= set(SCOPES_FOR), f"add the scope of {used - set(SCOPES_FOR)} to SCOPES_FOR and the manifest"
     assert {SCOPES_FOR[m] for m in used if SCOPES_FOR[m]} <= scopes
     assert "chat:write.customize" in scopes  # staff replies show the agent's name

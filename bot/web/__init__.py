@@ -1,0 +1,1 @@
+"""The web side of Baton: the dashboard and the operations metrics."""
