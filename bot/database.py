@@ -19,6 +19,7 @@ import errno
 import logging
 import re
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -77,6 +78,11 @@ async def upgrade(engine: AsyncEngine) -> None:
     the connection that migrates: a process that starts while another migrates waits for it, then finds
     the schema at head and has nothing to do. On any failure the connection is discarded, which ends
     its session and with it the lock (a pooled connection must not keep holding it)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).parent.is_dir():
+        # Said before aiosqlite's thread is started: a connection that fails there can still be reporting
+        # from that thread while the process exits, which prints a traceback after the one-line error.
+        raise sqlite3.OperationalError("unable to open database file")
     async with engine.connect() as conn:
         postgres = conn.dialect.name == "postgresql"
         if postgres:

@@ -179,8 +179,8 @@ async def compose(store: Store, policy: Policy, *, now: datetime, chart: bool = 
     against the seven before them. ``chart=False`` leaves the PNG out (it takes a moment to draw)."""
     zone = ZoneInfo(policy.business_hours.timezone)
     since, until = period(now, zone)
-    current = (await reports.build(store, policy, since, until, now=now)).to_json()
-    previous = (await reports.build(store, policy, *period(since, zone), now=now)).to_json()
+    current = await asyncio.to_thread((await reports.build(store, policy, since, until, now=now)).to_json)
+    previous = await asyncio.to_thread((await reports.build(store, policy, *period(since, zone), now=now)).to_json)
     gaps = sorted((current.get("knowledge_gaps") or {}).get("unanswered") or [], key=lambda g: -int(g["count"]))
     articles = (current.get("knowledge_gaps") or {}).get("articles") or []
     table = await autonomy.table(store, policy)
@@ -264,11 +264,20 @@ def render(digest: Digest) -> tuple[str, list[dict[str, Any]]]:
 
 
 async def post(client: AsyncWebClient, channel: str, digest: Digest) -> None:
-    """Post ``digest`` in ``channel``: the blocks, then the chart as a file in the channel (slack-sdk's
-    ``files_upload_v2``: an upload URL, the bytes, then ``files.completeUploadExternal``). Needs the
-    ``chat:write`` and ``files:write`` scopes; raises what the Web API raises."""
+    """Post ``digest`` in ``channel``: the blocks, then the chart. Raises what the Web API raises."""
+    await post_message(client, channel, digest)
+    await post_chart(client, channel, digest)
+
+
+async def post_message(client: AsyncWebClient, channel: str, digest: Digest) -> None:
+    """The digest's message (``chat:write``)."""
     await client.chat_postMessage(channel=channel, text=digest.text, blocks=digest.blocks, unfurl_links=False,
                                   unfurl_media=False, link_names=False)
+
+
+async def post_chart(client: AsyncWebClient, channel: str, digest: Digest) -> None:
+    """The chart as a file in the channel (slack-sdk's ``files_upload_v2``: an upload URL, the bytes, then
+    ``files.completeUploadExternal``; ``files:write``)."""
     if digest.png:
         await client.files_upload_v2(channel=channel, file=digest.png, filename=digest.filename,
                                      title=f"Volume and resolution per day, {_days(digest)} and the week before",
@@ -367,13 +376,17 @@ async def tick(store: Store, policy: Policy, client: AsyncWebClient, channel: st
         return await _state(store, week)
     try:
         digest = await compose(store, policy, now=slot, chart=chart)
-        await post(client, channel, digest)
+        await post_message(client, channel, digest)
     except Exception as exc:
         await _release(store, week, me)
         log.warning("digest_failed", week=week, channel=channel, error=f"{type(exc).__name__}: {exc}"[:300])
         return "failed"
-    await _posted(store, week, me, now=datetime.now(UTC))
+    await _posted(store, week, me, now=datetime.now(UTC))  # the message is out: the week is done, chart or not
     log.info("digest_posted", week=week, channel=channel)
+    try:
+        await post_chart(client, channel, digest)
+    except Exception as exc:  # e.g. an install without files:write: the message stands, the chart is missing
+        log.warning("digest_chart_failed", week=week, channel=channel, error=f"{type(exc).__name__}: {exc}"[:300])
     return "posted"
 
 

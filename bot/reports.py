@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -41,6 +42,8 @@ from bot.store import (
 
 WINDOW = timedelta(days=7)
 """How long after a conversation a reopening or a repeat contact still counts against it."""
+LONGEST = timedelta(days=3700)
+"""The longest period a report covers (ten years and some)."""
 
 
 
@@ -121,7 +124,8 @@ class Row:
     sla_breached: bool
     csat: int | None
     autonomy_mode: str | None
-    draft_status: str | None
+    drafts: tuple[str, ...]
+    """What people decided on each of its drafts made in ``draft`` mode (approved, edited, rejected), in order."""
     draft_edited: bool | None
     tags: tuple[str, ...]
     card_channel: str | None
@@ -143,16 +147,15 @@ class Row:
     def escalation_wrong(self) -> bool:
         return (UNNEEDED in self.tags and self.escalated) or MISSED in self.tags
 
-    def csv(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "platform": self.platform, "organisation": self.organisation or "",
-            "intent": self.intent or "", "route": self.route or "", "severity": self.severity or "",
-            "escalated": _yes(self.escalated), "escalation_reasons": "; ".join(self.escalation_reasons),
-            "handoff_at": _iso(self.handoff_at), "first_human_reply_at": _iso(self.first_human_reply_at),
-            "resolved_at": _iso(self.resolved_at), "reopened": _yes(self.reopened),
-            "csat": "" if self.csat is None else self.csat, "autonomy_mode": self.autonomy_mode or "",
-            "draft_edited": "" if self.draft_edited is None else _yes(self.draft_edited),
-        }
+    def cells(self) -> tuple[Any, ...]:
+        """Its line of the CSV export, in the order of :data:`CSV_COLUMNS`."""
+        return (
+            self.id, self.platform, self.organisation or "", self.intent or "", self.route or "", self.severity or "",
+            _yes(self.escalated), "; ".join(self.escalation_reasons), _iso(self.handoff_at),
+            _iso(self.first_human_reply_at), _iso(self.resolved_at), _yes(self.reopened),
+            "" if self.csat is None else self.csat, self.autonomy_mode or "",
+            "" if self.draft_edited is None else _yes(self.draft_edited),
+        )
 
 
 DRILLS: dict[str, Callable[[Row], bool]] = {
@@ -165,8 +168,8 @@ DRILLS: dict[str, Callable[[Row], bool]] = {
     "time_to_human_p50_minutes": lambda r: r.wait_minutes is not None,
     "time_to_human_p90_minutes": lambda r: r.wait_minutes is not None,
     "sla_breaches": lambda r: r.sla_breached,
-    "draft_edit_rate": lambda r: r.draft_status in ("approved", "edited"),
-    "drafts_rejected_rate": lambda r: r.draft_status in DECIDED,
+    "draft_edit_rate": lambda r: "approved" in r.drafts or "edited" in r.drafts,
+    "drafts_rejected_rate": lambda r: bool(r.drafts),
     "csat_average": lambda r: r.csat is not None,
     "csat_responses": lambda r: r.csat is not None,
     "escalated": lambda r: r.escalated,
@@ -225,7 +228,7 @@ class Report:
                 "human": _csat([r for r in rows if r.escalated]),
             },
             "knowledge_gaps": {"unanswered": _gaps(self.unanswered), "articles": self._articles()},
-            "review_tags": dict(Counter(t for r in rows for t in r.tags).most_common()),
+            "review_tags": dict(Counter(t for r in rows for t in set(r.tags)).most_common()),
             "daily": self._daily(),
         }
 
@@ -246,8 +249,7 @@ class Report:
                 missed += MISSED in r.tags
             if r.wait_minutes is not None:
                 waits.append(r.wait_minutes)
-            if r.draft_status is not None:
-                decided[r.draft_status] += 1
+            decided.update(r.drafts)
             if r.csat is not None:
                 scores.append(r.csat)
         waits.sort()
@@ -311,12 +313,12 @@ class Report:
         last = (self.until - timedelta(microseconds=1)).astimezone(zone).date()
         for n in range(min((last - first).days + 1, 3660)):
             days[first + timedelta(days=n)] = Counter()
-        local: dict[int, date] = {}  # the day of each UTC hour (a zone's offset changes on the hour at most)
+        local: dict[int, date] = {}  # the day of each quarter hour (no zone's offset changes within one)
         for r in self.rows:
-            hour = int(r.started_at.timestamp()) // 3600
-            day = local.get(hour)
+            quarter = int(r.started_at.timestamp()) // 900
+            day = local.get(quarter)
             if day is None:
-                day = local[hour] = r.started_at.astimezone(zone).date()
+                day = local[quarter] = r.started_at.astimezone(zone).date()
             tally = days.setdefault(day, Counter())
             tally["conversations"] += 1
             tally["bot_resolved"] += r.bot_resolved
@@ -332,24 +334,35 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
     since, until = _aware(since), _aware(until)
     if until <= since:
         raise ValueError("the period must end after it starts")
+    if until - since > LONGEST:
+        raise ValueError(f"a report covers at most {LONGEST.days} days")
     now = _aware(now) if now is not None else datetime.now(UTC)
     c, t, m, d, r, v, a = (table.c for table in (conversations, transitions, messages, decisions, drafts, reviews,
                                                   autonomy_changes))
     ids = sa.select(c.id).where((c.started_at >= since) & (c.started_at < until)).scalar_subquery()
     escalated_state, resolved_state = ConversationState.escalated.value, ConversationState.resolved.value
+    moves = sa.select(
+        t.conversation_id.label("cid"),
+        sa.func.min(sa.case((t.to_state == escalated_state, t.at))).label("escalated_at"),
+        sa.func.min(sa.case((t.to_state == resolved_state, t.at))).label("first_resolved"),
+        sa.func.max(sa.case((t.to_state == resolved_state, t.at))).label("resolved_at"),
+        sa.func.min(sa.case((t.from_state == resolved_state, t.at))).label("left_resolved"),
+    ).where(t.conversation_id.in_(ids)).group_by(t.conversation_id).subquery()
+    said = sa.select(
+        m.conversation_id.label("cid"),
+        sa.func.min(sa.case((m.role == Role.staff.value, m.at))).label("staff_at"),
+        sa.func.min(sa.case((m.role == Role.bot.value, m.at))).label("bot_at"),
+    ).where(m.conversation_id.in_(ids) & m.role.in_([Role.staff.value, Role.bot.value])) \
+        .group_by(m.conversation_id).subquery()
     queries: dict[str, sa.Select[Any]] = {
-        # the period's conversations, and those of the week after it (repeat contacts)
+        # the period's conversations, each with its lifecycle's moments and its first staff and bot messages;
+        # then those of the week after it (for repeat contacts: their moments are not read)
         "found": sa.select(c.id, c.platform, c.workspace, c.customer_id, c.organisation, c.state, c.intent,
-                           c.severity, c.route, c.csat, c.started_at, c.card_channel, c.card_ts)
+                           c.severity, c.route, c.csat, c.started_at, c.card_channel, c.card_ts,
+                           moves.c.escalated_at, moves.c.first_resolved, moves.c.resolved_at, moves.c.left_resolved,
+                           said.c.staff_at, said.c.bot_at)
+        .select_from(conversations.outerjoin(moves, moves.c.cid == c.id).outerjoin(said, said.c.cid == c.id))
         .where((c.started_at >= since) & (c.started_at < until + WINDOW)).order_by(c.started_at, c.id),
-        "moves": sa.select(t.conversation_id, sa.func.min(sa.case((t.to_state == escalated_state, t.at))),
-                           sa.func.min(sa.case((t.to_state == resolved_state, t.at))),
-                           sa.func.max(sa.case((t.to_state == resolved_state, t.at))),
-                           sa.func.min(sa.case((t.from_state == resolved_state, t.at))))
-        .where(t.conversation_id.in_(ids)).group_by(t.conversation_id),
-        "said": sa.select(m.conversation_id, m.role, sa.func.min(m.at))
-        .where(m.conversation_id.in_(ids) & m.role.in_([Role.staff.value, Role.bot.value]))
-        .group_by(m.conversation_id, m.role),
         "reasons": sa.select(d.conversation_id, d.rules).where(d.conversation_id.in_(ids) & d.escalate)
         .order_by(d.conversation_id, d.at, d.id),
         "unanswered": sa.select(d.conversation_id, m.text).select_from(decisions.join(messages, d.message_id == m.id))
@@ -372,11 +385,16 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
     else:  # PostgreSQL works on the next query while this process reads the last one's rows
         read = list(await asyncio.gather(*(fetch(q) for q in queries.values())))
     got: dict[str, Sequence[Any]] = dict(zip(queries, read, strict=True))
+    modes = await autonomy.modes(store, policy)
+    # The rows and their figures are plain Python over every conversation of the period: off the event loop,
+    # so that a long report in a live process (the dashboard, the digest) never holds acknowledgements up.
+    return await asyncio.to_thread(_assemble, policy, since, until, now, got, modes)
+
+
+def _assemble(policy: Policy, since: datetime, until: datetime, now: datetime, got: dict[str, Sequence[Any]],
+              modes: dict[str, Any]) -> Report:
+    """The report from what :func:`build` read."""
     found = got["found"]
-    moves = {row[0]: row[1:] for row in got["moves"]}
-    said: dict[str, dict[str, datetime]] = defaultdict(dict)
-    for cid, role, first_at in got["said"]:
-        said[cid][role] = first_at
     reasons: dict[str, tuple[str, ...]] = {}
     for cid, rules in got["reasons"]:
         if cid not in reasons:
@@ -385,7 +403,6 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
     draft_rows = [dict(row._mapping) for row in got["drafts"]]
     tagged = got["tagged"]
     history = [dict(row._mapping) for row in got["history"]]
-    modes = await autonomy.modes(store, policy)
 
     tags: dict[str, list[str]] = defaultdict(list)
     knowledge_tags = set(policy.review.knowledge)
@@ -395,6 +412,10 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
         if tag in knowledge_tags:
             article_tags.append((cid, article or "(no article)", tag))
     latest_draft = {row["conversation_id"]: row for row in draft_rows}
+    decided_drafts: dict[str, list[str]] = defaultdict(list)
+    for row in draft_rows:
+        if row["mode"] == "draft" and row["status"] in DECIDED:
+            decided_drafts[row["conversation_id"]].append(row["status"])
     starts: dict[tuple[str, str, str | None], list[datetime]] = defaultdict(list)
     for found_row in found:
         starts[(found_row[1], found_row[3], found_row[6])].append(_aware(found_row[10]))
@@ -402,42 +423,40 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
     hours = policy.business_hours
 
     rows: list[Row] = []
-    STAFF, BOT, GATHERING = Role.staff.value, Role.bot.value, ConversationState.gathering.value  # noqa: N806
-    NOTHING: dict[str, datetime] = {}  # noqa: N806
+    GATHERING = ConversationState.gathering.value  # noqa: N806
     for (cid, platform, workspace, customer, organisation, state, intent, severity, route, csat, started,
-         card_channel, card_ts) in found:
+         card_channel, card_ts, *moments) in found:
         started = _aware(started)
         if started >= until:
             break  # the week after: read for repeat contacts only
-        moved = moves.get(cid)
-        escalated_at, first_resolved, resolved_at, left_resolved = \
-            (None, None, None, None) if moved is None else [None if x is None else _aware(x) for x in moved]
-        spoke = said.get(cid, NOTHING)
-        staff, bot_said = spoke.get(STAFF), spoke.get(BOT)
-        human_at = _aware(staff) if staff else None
+        escalated_at, first_resolved, resolved_at, left_resolved, human_at, bot_said = \
+            [None if x is None else _aware(x) for x in moments]
+        staff = human_at
         reopened = bool(first_resolved and left_resolved and left_resolved > first_resolved
                         and left_resolved - first_resolved <= WINDOW)
-        repeat = any(started < other <= started + WINDOW for other in starts[(platform, customer, intent)])
+        repeat = intent is not None and any(started < other <= started + WINDOW
+                                            for other in starts[(platform, customer, intent)])
         escalated = escalated_at is not None
         bot_resolved = (not escalated and staff is None and bot_said is not None
                         and state != GATHERING and not reopened and not repeat)
         wait = business_minutes(hours, escalated_at, human_at) if escalated_at and human_at else None
         waited = max(human_at - escalated_at, timedelta(0)) if escalated_at and human_at else None
-        breached = _breached(policy, severity, escalated_at,
-                             max(human_at, escalated_at) if human_at and escalated_at else now, wait)
+        breached = _breached(policy, severity or str(policy.escalation.min_severity), escalated_at,
+                             max(human_at, escalated_at) if human_at and escalated_at else resolved_at or now, wait)
         draft = latest_draft.get(cid)
-        status = draft["status"] if draft else None
+        judged = tuple(decided_drafts.get(cid, ()))
         rows.append(Row(
             id=cid, platform=platform, workspace=workspace, organisation=organisation, intent=intent, route=route,
             severity=severity, state=state, started_at=started, escalated=escalated,
             escalation_reasons=reasons.get(cid, ()) if escalated else (), handoff_at=escalated_at,
             first_human_reply_at=human_at, resolved_at=resolved_at, reopened=reopened, repeat_contact=repeat,
             bot_resolved=bot_resolved,
-            first_contact_resolved=bot_resolved or (resolved_at is not None and not reopened and not repeat),
+            first_contact_resolved=bot_resolved or (resolved_at is not None and staff is not None and not reopened
+                                                    and not repeat),
             wait_minutes=None if waited is None else waited.total_seconds() / 60,
             business_wait=wait, sla_breached=breached, csat=csat,
             autonomy_mode=(draft["mode"] if draft else mode_at(intent, started)),
-            draft_status=status, draft_edited=None if status not in ("approved", "edited") else status == "edited",
+            drafts=judged, draft_edited=("edited" in judged) if "approved" in judged or "edited" in judged else None,
             tags=tuple(tags.get(cid, ())), card_channel=card_channel, card_ts=card_ts,
         ))
     changes = [{**h, "at": _iso(_aware(h["at"]))} for h in history if since <= _aware(h["at"]) < until]
@@ -449,10 +468,9 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
 def to_csv(report: Report) -> str:
     """One line per conversation (``python -m bot report --format csv``)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in report.rows:
-        writer.writerow({k: _safe_cell(v) for k, v in row.csv().items()})
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows([_safe_cell(v) for v in row.cells()] for row in report.rows)
     return out.getvalue()
 
 
@@ -473,7 +491,7 @@ def business_minutes(hours: BusinessHours, start: datetime, end: datetime, *, ca
     if end <= start:
         return 0.0
     zone = ZoneInfo(hours.timezone)
-    open_days = {WEEKDAYS.index(d) for d in hours.days}
+    open_days = _weekdays(tuple(hours.days))
     day = start.astimezone(zone).date()
     last = end.astimezone(zone).date()
     total = 0.0
@@ -487,6 +505,12 @@ def business_minutes(hours: BusinessHours, start: datetime, end: datetime, *, ca
                 break
         day += timedelta(days=1)
     return round(total / 60, 2)
+
+
+@lru_cache(maxsize=8)
+def _weekdays(days: tuple[str, ...]) -> frozenset[int]:
+    """The weekday numbers of the policy's business days (asked once per report row: kept)."""
+    return frozenset(WEEKDAYS.index(d) for d in days)
 
 
 def _breached(policy: Policy, severity: str | None, handoff: datetime | None, answered: datetime,
@@ -608,9 +632,12 @@ def _gaps(unanswered: Sequence[tuple[str, str]], *, limit: int = 20, similar: fl
                 break
         else:
             groups.append((key, list(items)))
-    groups.sort(key=lambda g: -len(g[1]))
-    return [{"question": items[0][1][:300], "count": len(items),
-             "conversations": list(dict.fromkeys(cid for cid, _ in items))[:50]} for _, items in groups[:limit]]
+    groups.sort(key=lambda g: -len({cid for cid, _ in g[1]}))
+    out = []
+    for _, items in groups[:limit]:
+        ids = list(dict.fromkeys(cid for cid, _ in items))
+        out.append({"question": items[0][1][:300], "count": len(ids), "conversations": ids})
+    return out
 
 
 def _modes_over_time(policy: Policy, history: Sequence[dict[str, Any]]) -> Callable[[str | None, datetime], str | None]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
@@ -422,8 +423,9 @@ async def test_pages_of_a_signed_in_member(site: Site) -> None:
             assert response.status == 404
 
         # the old conversation is in a period of its own
-        old = site.history.base - timedelta(days=40)
-        since, until = old.date().isoformat(), (old.date() + timedelta(days=1)).isoformat()
+        old = site.history.base - timedelta(days=40)  # its day in the business-hours zone, as the page counts days
+        day = old.astimezone(ZoneInfo(site.app.service.policy.business_hours.timezone)).date()
+        since, until = day.isoformat(), (day + timedelta(days=1)).isoformat()
         async with http.get(site.url + f"/dashboard/conversations?kpi=conversations&since={since}&until={until}") \
                 as response:
             assert site.history.ids["old"] in await response.text()
@@ -486,7 +488,8 @@ def test_signed_values_refuse_changes_expiry_and_other_purposes() -> None:
 
 def test_only_dashboard_paths_are_followed_after_sign_in() -> None:
     assert oidc.local_path("/dashboard/conversations?kpi=x") == "/dashboard/conversations?kpi=x"
-    for elsewhere in ("https://evil.example/", "//evil.example/dashboard", "/\\evil.example", None, "/healthz"):
+    for elsewhere in ("https://evil.example/", "//evil.example/dashboard", "/\\evil.example", None, "/healthz",
+                      "/dashboard\r\nLocation: https://evil.example/"):
         assert oidc.local_path(elsewhere) == "/dashboard"
 
 

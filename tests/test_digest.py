@@ -286,6 +286,16 @@ async def test_a_failed_post_gives_the_week_back_and_a_stale_claim_is_taken_over
     assert len(fake.posts(LEADS)) == 2
 
 
+async def test_a_chart_that_cannot_be_uploaded_never_posts_the_message_twice(
+        sqlite_store: Store, policy: Policy, slack_client: tuple[FakeSlack, AsyncWebClient]) -> None:
+    """An install without files:write: the message is out, so the week is done; the chart is logged missing."""
+    fake, client = slack_client
+    fake.fail("files.getUploadURLExternal", 403, times=3)
+    assert await digest.tick(sqlite_store, policy, client, LEADS, now=NOW) == "posted"
+    assert await digest.tick(sqlite_store, policy, client, LEADS, now=NOW + timedelta(minutes=10)) == "done"
+    assert len(fake.posts(LEADS)) == 1 and not fake.uploads
+
+
 async def test_the_timer_wakes_at_each_weeks_moment(
         sqlite_store: Store, policy: Policy, slack_client: tuple[FakeSlack, AsyncWebClient]) -> None:
     fake, client = slack_client

@@ -255,6 +255,33 @@ async def test_csv_is_one_row_per_conversation(report: reports.Report):
     assert next(r for r in rows if r["id"] == "c4")["reopened"] == "yes"
 
 
+async def test_every_draft_counts_null_intents_repeat_nothing_and_a_resolution_needs_a_person(
+        store: Store, policy: Policy):
+    odd = [
+        # an edited draft, then a later one the resolution superseded: the edit still counts
+        Past("d1", "K", "how_to", at(3, 15), route="support", state="resolved", escalated_at=at(3, 15),
+             staff_at=at(3, 15, 10), resolved_at=at(3, 16), draft=("edited", 0.4)),
+        # two conversations of one customer whose intent was never known: not a repeat contact
+        Past("d2", "L", "other", at(3, 15), bot_at=at(3, 15)),
+        Past("d3", "L", "other", at(4, 15), bot_at=at(4, 15)),
+        # escalated, then closed without anyone from the team writing: not resolved on first contact
+        Past("d4", "M", "billing", at(3, 17), severity="medium", route="billing", state="resolved",
+             escalated_at=at(3, 17), resolved_at=at(3, 18)),
+    ]
+    await write(store, odd)
+    async with store.transaction() as conn:
+        await conn.execute(drafts.insert().values(
+            conversation_id="d1", intent="how_to", mode="draft", route="support", text="Later.", citations=[],
+            status="superseded", created_at=at(3, 15, 30), decided_at=at(3, 16)))
+        await conn.execute(conversations.update().where(conversations.c.id.in_(["d2", "d3"])).values(intent=None))
+    report = await reports.build(store, policy, SINCE, UNTIL, now=NOW)
+    kpis = report.to_json()["kpis"]
+    assert kpis["draft_edit_rate"] == 1.0 and [r.id for r in report.drill("draft_edit_rate")] == ["d1"]
+    assert kpis["repeat_contact_rate"] == 0.0
+    assert sorted(r.id for r in report.drill("first_contact_resolution")) == ["d1", "d2", "d3"]
+    assert [r.id for r in report.drill("sla_breaches")] == []  # d4: due at 21:00 UTC, resolved at 18:00
+
+
 async def test_an_empty_period_has_no_rates_and_no_errors(store: Store, policy: Policy):
     data = (await reports.build(store, policy, SINCE, UNTIL, now=NOW)).to_json()
     assert data["kpis"]["conversations"] == 0

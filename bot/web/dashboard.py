@@ -18,10 +18,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import jinja2
 import sqlalchemy as sa
@@ -42,8 +44,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 CACHE_SECONDS = 60.0
-CACHE_PERIODS = 16
+CACHE_PERIODS = 4
 DEFAULT_DAYS = 7
+LONGEST = timedelta(days=366)
+"""The longest period a page shows: a year's report is built in seconds, off the event loop."""
 QUICK_DAYS = (7, 30, 90)
 _CONVERSATION_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
@@ -102,18 +106,20 @@ _HEADERS = {
 
 @dataclass(frozen=True)
 class Period:
-    """Conversations started from ``since`` (included) to ``until`` (not included), in UTC days."""
+    """Conversations started from ``since`` (included) to ``until`` (not included): days in ``zone``, the
+    policy's business-hours zone, as ``python -m bot report`` and the weekly digest count them."""
 
     since: date
     until: date
+    zone: str = "UTC"
 
     @property
     def start(self) -> datetime:
-        return datetime(self.since.year, self.since.month, self.since.day, tzinfo=UTC)
+        return datetime.combine(self.since, dt_time(0), ZoneInfo(self.zone))
 
     @property
     def end(self) -> datetime:
-        return datetime(self.until.year, self.until.month, self.until.day, tzinfo=UTC)
+        return datetime.combine(self.until, dt_time(0), ZoneInfo(self.zone))
 
     @property
     def last_day(self) -> date:
@@ -124,15 +130,15 @@ class Period:
         return {"since": self.since.isoformat(), "until": self.until.isoformat()}
 
     @classmethod
-    def last(cls, days: int, today: date) -> Period:
+    def last(cls, days: int, today: date, zone: str = "UTC") -> Period:
         """The last ``days`` days, today included."""
-        return cls(today - timedelta(days=days - 1), today + timedelta(days=1))
+        return cls(today - timedelta(days=days - 1), today + timedelta(days=1), zone)
 
     @classmethod
-    def of(cls, query: Mapping[str, str], today: date) -> Period:
+    def of(cls, query: Mapping[str, str], today: date, zone: str = "UTC") -> Period:
         """The period a page asks for (the last week when it asks for none); ``ValueError`` says what is
         wrong with it, in words for the page."""
-        default = cls.last(DEFAULT_DAYS, today)
+        default = cls.last(DEFAULT_DAYS, today, zone)
         try:
             since = date.fromisoformat(query["since"]) if query.get("since") else default.since
             until = date.fromisoformat(query["until"]) if query.get("until") else default.until
@@ -140,7 +146,9 @@ class Period:
             raise ValueError("Dates are written YYYY-MM-DD, for example 2026-12-01.") from None
         if since >= until:
             raise ValueError("The period must end after it starts.")
-        return cls(since, until)
+        if until - since > LONGEST:
+            raise ValueError(f"A period covers at most {LONGEST.days} days.")
+        return cls(since, until, zone)
 
 
 @dataclass
@@ -162,9 +170,17 @@ class Dashboard:
     signin: SignIn
     build: Builder = _build
     team: Callable[[], str | None] = lambda: None
-    today: Callable[[], date] = lambda: datetime.now(UTC).date()
+    today: Callable[[], date] | None = None
+    """Today's date (tests fix it); ``None``: today in the business-hours zone."""
     cache_seconds: float = CACHE_SECONDS
     _cache: OrderedDict[Period, asyncio.Task[Built]] = field(default_factory=OrderedDict)
+
+    @property
+    def zone(self) -> str:
+        return self.policy.business_hours.timezone
+
+    def _today(self) -> date:
+        return self.today() if self.today is not None else datetime.now(ZoneInfo(self.zone)).date()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/dashboard", self._guard(self.overview))
@@ -235,13 +251,13 @@ class Dashboard:
 
     async def _make(self, period: Period) -> Built:
         report = await self.build(self.store, self.policy, period.start, period.end)
-        data = report.to_json()
+        data = await asyncio.to_thread(report.to_json)
         charts = await asyncio.to_thread(_draw, data)
         return Built(report, data, charts, time.monotonic())
 
     def _period(self, request: web.Request) -> Period:
         try:
-            return Period.of(request.query, self.today())
+            return Period.of(request.query, self._today(), self.zone)
         except ValueError as exc:
             raise self._error(400, "That period cannot be shown", str(exc)) from None
 
@@ -249,8 +265,9 @@ class Dashboard:
         return _as_exception(render("error.j2", status=status, title=title, message=message, user=user))
 
     def _common(self, user: User, period: Period) -> dict[str, Any]:
-        today = self.today()
-        return {"user": user, "period": period, "quick": [(days, Period.last(days, today)) for days in QUICK_DAYS],
+        today = self._today()
+        return {"user": user, "period": period,
+                "quick": [(days, Period.last(days, today, self.zone)) for days in QUICK_DAYS],
                 "link": _Links(period)}
 
     # ---- pages ----
@@ -328,7 +345,7 @@ def _narrow(built: Built, rows: Sequence[Row], query: Mapping[str, str]) -> tupl
         out = [r for r in out if r.id in ids]
         said.append(("unanswered question", found["question"]))
     if draft := query.get("draft"):
-        out = [r for r in out if r.draft_status == draft]
+        out = [r for r in out if draft in r.drafts]
         said.append(("draft", draft))
     if handled := query.get("handled"):
         out = [r for r in out if r.escalated == (handled == "human")]

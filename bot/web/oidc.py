@@ -157,7 +157,8 @@ def _claims(id_token: str) -> dict[str, Any] | None:
 
 def local_path(target: str | None) -> str:
     """Where to go after signing in: a dashboard path of this site only (never another site's URL)."""
-    if target and target.startswith("/dashboard") and "\\" not in target and not target.startswith("//"):
+    if target and target.startswith("/dashboard") and not target.startswith("//") \
+            and not any(c in target for c in "\\\r\n"):
         return target
     return "/dashboard"
 
@@ -244,17 +245,17 @@ class SignIn:
         access = tokens.get("access_token")
         if not isinstance(access, str) or not access:
             raise SignInRefused(502, "Slack gave no access token.")
-        id_claims: dict[str, Any] | None = None
-        if isinstance(tokens.get("id_token"), str):
-            id_claims = _claims(tokens["id_token"])
-            problem = self._bad_id_token(id_claims, str(pending.get("nonce", "")))
-            if problem:
-                log.warning("dashboard_signin_refused", reason=problem)
-                raise SignInRefused(400, "Slack's answer could not be checked. Please sign in again.")
+        # Slack's OpenID token answer always carries an id_token: without one, the nonce cannot be checked.
+        id_claims = _claims(tokens["id_token"]) if isinstance(tokens.get("id_token"), str) else None
+        problem = self._bad_id_token(id_claims, str(pending.get("nonce", ""))) if id_claims is not None \
+            else "no id_token"
+        if problem or id_claims is None:
+            log.warning("dashboard_signin_refused", reason=problem)
+            raise SignInRefused(400, "Slack's answer could not be checked. Please sign in again.")
         info = await self._call("openid.connect.userInfo", token=access)
         user_id = info.get(USER_CLAIM) or info.get("sub")
         team = info.get(TEAM_CLAIM)
-        if id_claims is not None and (id_claims.get(TEAM_CLAIM) != team or id_claims.get("sub") != info.get("sub")):
+        if id_claims.get(TEAM_CLAIM) != team or id_claims.get("sub") != info.get("sub"):
             log.warning("dashboard_signin_refused", reason="id_token and userInfo disagree")
             raise SignInRefused(400, "Slack's answer could not be checked. Please sign in again.")
         if not isinstance(user_id, str) or not isinstance(team, str) or team != expected:
