@@ -111,6 +111,8 @@ class Row:
     escalated: bool
     escalation_reasons: tuple[str, ...]
     handoff_at: datetime | None
+    first_human_at: datetime | None
+    """When a person took it: its first staff message or its claim, whichever came first."""
     first_human_reply_at: datetime | None
     resolved_at: datetime | None
     reopened: bool
@@ -133,10 +135,10 @@ class Row:
 
     @property
     def time_to_human(self) -> timedelta | None:
-        """From the handoff to the first human reply (none before it: a person who wrote first took no time)."""
-        if self.handoff_at is None or self.first_human_reply_at is None:
+        """From the handoff to a person taking it (none before it: a person who was there first took no time)."""
+        if self.handoff_at is None or self.first_human_at is None:
             return None
-        return max(self.first_human_reply_at - self.handoff_at, timedelta(0))
+        return max(self.first_human_at - self.handoff_at, timedelta(0))
 
     @property
     def escalation_judged(self) -> bool:
@@ -341,12 +343,14 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
                                                   autonomy_changes))
     ids = sa.select(c.id).where((c.started_at >= since) & (c.started_at < until)).scalar_subquery()
     escalated_state, resolved_state = ConversationState.escalated.value, ConversationState.resolved.value
+    claimed_state = ConversationState.claimed.value
     moves = sa.select(
         t.conversation_id.label("cid"),
         sa.func.min(sa.case((t.to_state == escalated_state, t.at))).label("escalated_at"),
         sa.func.min(sa.case((t.to_state == resolved_state, t.at))).label("first_resolved"),
         sa.func.max(sa.case((t.to_state == resolved_state, t.at))).label("resolved_at"),
         sa.func.min(sa.case((t.from_state == resolved_state, t.at))).label("left_resolved"),
+        sa.func.min(sa.case((t.to_state == claimed_state, t.at))).label("claimed_at"),
     ).where(t.conversation_id.in_(ids)).group_by(t.conversation_id).subquery()
     said = sa.select(
         m.conversation_id.label("cid"),
@@ -360,7 +364,7 @@ async def build(store: Store, policy: Policy, since: datetime, until: datetime, 
         "found": sa.select(c.id, c.platform, c.workspace, c.customer_id, c.organisation, c.state, c.intent,
                            c.severity, c.route, c.csat, c.started_at, c.card_channel, c.card_ts,
                            moves.c.escalated_at, moves.c.first_resolved, moves.c.resolved_at, moves.c.left_resolved,
-                           said.c.staff_at, said.c.bot_at)
+                           moves.c.claimed_at, said.c.staff_at, said.c.bot_at)
         .select_from(conversations.outerjoin(moves, moves.c.cid == c.id).outerjoin(said, said.c.cid == c.id))
         .where((c.started_at >= since) & (c.started_at < until + WINDOW)).order_by(c.started_at, c.id),
         "reasons": sa.select(d.conversation_id, d.rules).where(d.conversation_id.in_(ids) & d.escalate)
@@ -429,15 +433,16 @@ def _assemble(policy: Policy, since: datetime, until: datetime, now: datetime, g
         started = _aware(started)
         if started >= until:
             break  # the week after: read for repeat contacts only
-        escalated_at, first_resolved, resolved_at, left_resolved, human_at, bot_said = \
+        escalated_at, first_resolved, resolved_at, left_resolved, claimed_at, staff, bot_said = \
             [None if x is None else _aware(x) for x in moments]
-        staff = human_at
+        # a person took it: the first staff message or the claim (an approved draft claims), as the SLA timer sees it
+        human_at = min(staff, claimed_at) if staff and claimed_at else staff or claimed_at
         reopened = bool(first_resolved and left_resolved and left_resolved > first_resolved
                         and left_resolved - first_resolved <= WINDOW)
         repeat = intent is not None and any(started < other <= started + WINDOW
                                             for other in starts[(platform, customer, intent)])
         escalated = escalated_at is not None
-        bot_resolved = (not escalated and staff is None and bot_said is not None
+        bot_resolved = (not escalated and human_at is None and bot_said is not None
                         and state != GATHERING and not reopened and not repeat)
         wait = business_minutes(hours, escalated_at, human_at) if escalated_at and human_at else None
         waited = max(human_at - escalated_at, timedelta(0)) if escalated_at and human_at else None
@@ -449,9 +454,9 @@ def _assemble(policy: Policy, since: datetime, until: datetime, now: datetime, g
             id=cid, platform=platform, workspace=workspace, organisation=organisation, intent=intent, route=route,
             severity=severity, state=state, started_at=started, escalated=escalated,
             escalation_reasons=reasons.get(cid, ()) if escalated else (), handoff_at=escalated_at,
-            first_human_reply_at=human_at, resolved_at=resolved_at, reopened=reopened, repeat_contact=repeat,
-            bot_resolved=bot_resolved,
-            first_contact_resolved=bot_resolved or (resolved_at is not None and staff is not None and not reopened
+            first_human_at=human_at, first_human_reply_at=staff, resolved_at=resolved_at, reopened=reopened,
+            repeat_contact=repeat, bot_resolved=bot_resolved,
+            first_contact_resolved=bot_resolved or (resolved_at is not None and human_at is not None and not reopened
                                                     and not repeat),
             wait_minutes=None if waited is None else waited.total_seconds() / 60,
             business_wait=wait, sla_breached=breached, csat=csat,

@@ -233,7 +233,9 @@ async def test_record_stores_each_conversation_as_it_happened_and_only_once(stor
     assert by["h3"].reopened and not by["h1"].reopened and by["h2"].csat == 4
     assert by["h2"].handoff_at == at("2026-11-17T14:20:00")
     assert by["h2"].first_human_reply_at == at("2026-11-17T14:25:00")
-    assert by["h2"].time_to_human == timedelta(minutes=5) and by["h2"].escalated
+    # Sam claimed it at the handoff (15:20 in Paris), then replied: a person had it at once
+    assert by["h2"].first_human_at == at("2026-11-17T14:20:00")
+    assert by["h2"].time_to_human == timedelta(0) and by["h2"].escalated
     assert not any(r.bot_resolved for r in by.values())  # in history, people answered everything
     # a shadow draft is agreement, not a draft a person decided on
     assert by["h1"].autonomy_mode == "shadow" and by["h1"].drafts == () and by["h1"].draft_edited is None

@@ -56,6 +56,7 @@ class Past:
     state: str = "open"
     bot_at: datetime | None = None
     escalated_at: datetime | None = None
+    claimed_at: datetime | None = None
     staff_at: datetime | None = None
     resolved_at: datetime | None = None
     reopened_at: datetime | None = None
@@ -119,6 +120,8 @@ async def write(store: Store, history: list[Past]) -> None:
                     conversation_id=p.id, role="bot", author_id="bot", text="Here is how.", at=p.bot_at))
             if p.escalated_at:
                 moves.append(("open", "escalated", p.escalated_at))
+            if p.claimed_at:
+                moves.append(("escalated", "claimed", p.claimed_at))
             if p.staff_at:
                 await conn.execute(messages.insert().values(
                     conversation_id=p.id, role="staff", author_id="U0AGENT", text="On it.", at=p.staff_at))
@@ -267,6 +270,9 @@ async def test_every_draft_counts_null_intents_repeat_nothing_and_a_resolution_n
         # escalated, then closed without anyone from the team writing: not resolved on first contact
         Past("d4", "M", "billing", at(3, 17), severity="medium", route="billing", state="resolved",
              escalated_at=at(3, 17), resolved_at=at(3, 18)),
+        # claimed 3 minutes after the handoff (an approved draft claims too), answered later: a person had it at 3
+        Past("d5", "N", "billing", at(3, 19), severity="medium", route="billing", state="claimed",
+             escalated_at=at(3, 19), claimed_at=at(3, 19, 3), staff_at=at(3, 19, 30)),
     ]
     await write(store, odd)
     async with store.transaction() as conn:
@@ -280,6 +286,8 @@ async def test_every_draft_counts_null_intents_repeat_nothing_and_a_resolution_n
     assert kpis["repeat_contact_rate"] == 0.0
     assert sorted(r.id for r in report.drill("first_contact_resolution")) == ["d1", "d2", "d3"]
     assert [r.id for r in report.drill("sla_breaches")] == []  # d4: due at 21:00 UTC, resolved at 18:00
+    d5 = next(r for r in report.rows if r.id == "d5")
+    assert (d5.wait_minutes, d5.business_wait, d5.first_human_reply_at) == (3.0, 3.0, at(3, 19, 30))
 
 
 async def test_an_empty_period_has_no_rates_and_no_errors(store: Store, policy: Policy):
