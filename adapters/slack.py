@@ -360,6 +360,7 @@ class SlackAdapter(Platform):
         self.app.action(blocks.ESCALATE)(self._on_escalate)
         self.app.action(blocks.TAG)(self._on_tag)
         self.app.action(blocks.PROMOTE)(self._on_promote)
+        self.app.action(blocks.UNNEEDED)(self._on_unneeded)
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
         """A payload Bolt or a listener could not read (a shape no model foresaw): one warning line, and a
@@ -729,6 +730,21 @@ class SlackAdapter(Platform):
                 return
             who, _, conversation = clicked
             await self._problems(body, who, await self.service.escalate_tier(conversation.id, who))
+        finally:
+            await self.tracker.done(_trigger(body))
+
+    async def _on_unneeded(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """A person marks the handoff as not needed (escalation accuracy)."""
+        await ack()
+        try:
+            if (clicked := await self._clicked(body)) is None:
+                return
+            who, _, conversation = clicked
+            problems = await self.service.mark_unneeded(conversation.id, who)
+            await self._problems(body, who, problems)
+            if not problems:
+                await self._ephemeral(body, who, "Noted: this handoff was not needed. It counts in the escalation "
+                                                 "accuracy of the reports.")
         finally:
             await self.tracker.done(_trigger(body))
 

@@ -25,6 +25,7 @@ REJECT = "baton_reject"
 ESCALATE = "baton_escalate"
 TAG = "baton_tag"
 PROMOTE = "baton_promote"
+UNNEEDED = "baton_unneeded"
 SEND_VIEW = "baton_send_view"
 MESSAGE_BLOCK, MESSAGE_INPUT = "message", "text"
 
@@ -271,6 +272,8 @@ def card(handoff: Handoff, policy: Policy, groups: Mapping[str, str], *, permali
             buttons.append(_button(f"Escalate to {upper}", ESCALATE, conversation.id))
         if not waiting:
             buttons.append(_button("Send to customer", SEND, conversation.id))
+        if not waiting:  # a handoff a person judges was not needed: escalation accuracy (README: KPIs)
+            buttons.append(_button("Not needed", UNNEEDED, conversation.id))
         buttons.append(_button("Resolve", RESOLVE, conversation.id, "danger"))
         blocks.append({"type": "actions", "block_id": "baton_card_actions", "elements": buttons[:25]})
     return blocks

@@ -649,6 +649,29 @@ class Service:
         self.wake()
         return []
 
+    async def mark_unneeded(self, conversation_id: str, who: str) -> list[str]:
+        """A person says this handoff was not needed (the bot could have answered): stored as a review item
+        tagged ``unnecessary escalation``, which escalation accuracy counts, and said in the internal thread."""
+        tag = "unnecessary escalation"
+        conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None or conversation.route is None:
+            return ["no handoff in this conversation"]
+        if tag not in self.policy.review.tags:
+            return [f"the policy's review tags have no {tag!r}"]
+        if any(r["conversation_id"] == conversation_id and r["tag"] == tag
+               for r in await self.store.reviews_of(reason="unneeded")):
+            return ["this handoff was already marked as not needed"]
+        transcript = await self.store.transcript(conversation_id)
+        asked = next((line["text"] for line in transcript if line["role"] == Role.customer.value), "")
+        review = await self.store.add_review(conversation_id, reason="unneeded",
+                                             intent=conversation.intent or self.policy.default_intent, text=asked)
+        tagged = await self.tag_review(review, who, tag)
+        if tagged.problems:
+            return tagged.problems
+        await self._enqueue(conversation_id, [Note(text="marked this handoff as not needed", actor=who)],
+                            source=f"unneeded:{conversation_id}")
+        return []
+
     async def approve_draft(self, conversation_id: str, who: str, name: str | None) -> list[str]:
         """Send the bot's pending draft as it is (in the bot's voice, or under the approver's name if the
         policy says so). Returns why it was not sent (nothing waiting, someone was first, the guard)."""

@@ -110,7 +110,8 @@ async def test_a_billing_dispute_is_escalated_at_once_with_the_brief_on_the_card
     assert "Look up the charges" in shown  # the suggested next step
     actions = next(b for b in card["blocks"] if b["type"] == "actions")["elements"]
     assert [a["text"]["text"] for a in actions] == ["Claim", "Loop in engineering", "Loop in CTO",
-                                                    "Escalate to leadership", "Send to customer", "Resolve"]
+                                                    "Escalate to leadership", "Send to customer", "Not needed",
+                                                    "Resolve"]
     conversation = await slack.service.store.find_conversation("slack", "T0VENDOR", SHARED, ts)
     handoff = await slack.service.store.handoff(conversation.id)  # type: ignore[union-attr]
     assert handoff is not None and handoff.sla_due is not None  # the SLA timer runs from the card

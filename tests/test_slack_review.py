@@ -296,3 +296,39 @@ async def test_a_review_channel_shared_with_another_organisation_is_refused_at_s
     with pytest.raises(SlackConfigError, match="BATON_REVIEW_CHANNEL: Slack cannot show channel C0MISSING"):
         await running.adapter.setup()
     await running.adapter.stop()
+
+
+# ---- a handoff a person says was not needed ----
+
+
+async def test_a_handoff_marked_not_needed_counts_against_escalation_accuracy(slack: Harness, store: Store,
+                                                                               policy: Policy):
+    from datetime import UTC, datetime, timedelta
+
+    from bot import reports
+
+    ts = await slack.say("U0ALEX", "You charged us twice for November, I want a refund")
+    await slack.settle()
+    [card] = [m for m in slack.fake.messages_in(INTERNAL) if not m.get("thread_ts")]
+    conversation = await store.find_conversation("slack", "T0VENDOR", SHARED, ts)
+    assert conversation is not None
+    buttons = {e["action_id"]: e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert buttons[blocks.UNNEEDED]["text"]["text"] == "Not needed"
+
+    assert await slack.click("U0ALEX", blocks.UNNEEDED, conversation.id, card["ts"]) == 200  # a customer: refused
+    assert await slack.click("U0SAM", blocks.UNNEEDED, conversation.id, card["ts"]) == 200
+    assert await slack.click("U0KIM", blocks.UNNEEDED, conversation.id, card["ts"]) == 200  # once is enough
+    await slack.settle()
+    said = {c.args["user"]: c.args["text"] for c in slack.fake.ok("chat.postEphemeral")}
+    assert said["U0ALEX"] == NOT_STAFF
+    assert said["U0SAM"].startswith("Noted: this handoff was not needed")
+    assert "already marked as not needed" in said["U0KIM"]
+    assert any("marked this handoff as not needed" in p["text"] for p in slack.fake.posts(INTERNAL)
+               if p.get("thread_ts") == card["ts"])
+    [item] = await store.reviews_of(reason="unneeded")
+    assert (item["tag"], item["tagged_by"], item["intent"]) == ("unnecessary escalation", "U0SAM", conversation.intent)
+
+    now = datetime.now(UTC)
+    report = await reports.build(store, policy, now - timedelta(days=1), now + timedelta(days=1))
+    assert report.to_json()["kpis"]["escalation_accuracy"] == 0.0
+    assert [r.id for r in report.drill("escalation_accuracy")] == [conversation.id]
