@@ -194,6 +194,10 @@ async def scheduled(port: int, prefix: str, *, big: bool, events: int = 200, gap
                 assert response.status == 200, response.status
             into.append(loop.time() - due)
 
+        warm = [signed(message_event(f"U0W{i:04d}", QUESTIONS[0], ts=f"{base - 2}.{i:06d}", team=CUSTOMER_TEAM,
+                                     user_team=CUSTOMER_TEAM, source_team=CUSTOMER_TEAM), f"Ev{prefix}W{i:04d}")
+                for i in range(20)]
+        await asyncio.gather(*(post(body, headers, loop.time(), []) for body, headers in warm))  # connections open
         start = loop.time()
         sent = [asyncio.create_task(post(*huge, start, big_ack))] if big else []
         for i, (body, headers) in enumerate(small):
