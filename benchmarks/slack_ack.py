@@ -233,8 +233,10 @@ async def main(args: argparse.Namespace) -> None:
                     await fake.wait_for(lambda f, n=total: f.count("chat.postMessage", SHARED) >= n, 1800)
                     drained = time.perf_counter() - began + results[kind]["elapsed_s"]
                     cards = await card_latency(fake, port, args.cards)
-                    alone = await scheduled(port, "A", big=False)
+                    before = await scheduled(port, "A", big=False)
                     with_big = await scheduled(port, "B", big=True)
+                    after = await scheduled(port, "C", big=False)  # the same load again: what is noise here
+                    alone = min(before, after, key=lambda r: r["p99_ms"])
             finally:
                 process.terminate()
                 await process.wait()
@@ -260,7 +262,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"message -> internal card (one at a time, {len(cards)} disputes): p50 {p50:.0f} ms, p90 {p90:.0f} ms, "
           f"max {1000 * cards[-1]:.0f} ms (bar: p50 < 300 ms)")
     added = with_big["p99_ms"] - alone["p99_ms"]
-    print(f"200 small events one every 5 ms: alone p50 {alone['p50_ms']:.1f} ms, p99 {alone['p99_ms']:.1f} ms; with a "
+    print(f"200 small events one every 5 ms: alone (the better of a run before and one after) p50 "
+          f"{alone['p50_ms']:.1f} ms, p99 {alone['p99_ms']:.1f} ms (the other: p99 "
+          f"{max(before['p99_ms'], after['p99_ms']):.1f} ms); with a "
           f"500 KB message sent first (acknowledged in {with_big['big_ms']:.0f} ms): p50 {with_big['p50_ms']:.1f} ms, "
           f"p99 {with_big['p99_ms']:.1f} ms; it adds {added:.1f} ms to the p99 (bar < 100 ms)")
 
