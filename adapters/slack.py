@@ -246,6 +246,8 @@ class SlackAdapter(Platform):
         except (ClientError, TimeoutError) as exc:
             raise SlackConfigError(f"cannot reach the Slack API at {self.config.api_url}: {exc}") from None
         self.team_id, self.bot_user_id, self.bot_id = auth["team_id"], auth["user_id"], auth.get("bot_id")
+        self.workspace_url: str | None = auth.get("url")
+        """The workspace's address (``https://name.slack.com/``): where a message's permalink starts."""
         internal = await self._channel(self.config.internal_channel, "BATON_INTERNAL_CHANNEL")
         if internal.get("is_ext_shared") or internal.get("is_pending_ext_shared"):
             raise SlackConfigError(

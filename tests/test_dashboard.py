@@ -26,7 +26,7 @@ from bot.engine import Engine
 from bot.settings import Settings
 from bot.store import Store, autonomy_changes, conversations, decisions, drafts, messages, reviews, transitions
 from bot.web import oidc
-from bot.web.dashboard import DASHBOARD
+from bot.web.dashboard import DASHBOARD, card_link
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -499,3 +499,11 @@ def test_the_configuration_never_prints_its_secrets() -> None:
     assert isinstance(config, oidc.OidcConfig)
     assert "s3cret" not in repr(config) and config.redirect_uri == "https://baton.example.com/dashboard/signin/callback"
     assert config.secure and config.session_key != b"s3cret-value"
+
+
+def test_a_card_link_opens_the_card_itself_when_the_workspace_is_known() -> None:
+    row = {"card_channel": "C0CARDS", "card_ts": "1733400000.123456"}
+    assert card_link(row, "T0HOME", "https://notewise.slack.com/") == \
+        "https://notewise.slack.com/archives/C0CARDS/p1733400000123456"  # Slack's permalink form
+    assert card_link(row, "T0HOME") == "https://slack.com/app_redirect?channel=C0CARDS&team=T0HOME"
+    assert card_link({"card_channel": None, "card_ts": None}, "T0HOME", "https://notewise.slack.com/") is None

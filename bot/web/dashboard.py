@@ -67,11 +67,16 @@ async def _build(store: Store, policy: Policy, since: datetime, until: datetime)
 # ---- formatting, for the templates ----
 
 
-def card_link(row: Any, team: str | None) -> str | None:
-    """A link that opens the conversation's Slack card (its channel, in the Slack app)."""
-    channel = row["card_channel"] if isinstance(row, Mapping) else getattr(row, "card_channel", None)
+def card_link(row: Any, team: str | None, workspace_url: str | None = None) -> str | None:
+    """A link that opens the conversation's Slack card: the message itself, in the permalink form Slack gives
+    (``https://name.slack.com/archives/C…/p<ts without the dot>``) when the workspace's address is known (the
+    Slack platform's ``auth.test``), else its channel in the Slack app."""
+    channel, ts = (row["card_channel"], row["card_ts"]) if isinstance(row, Mapping) \
+        else (getattr(row, "card_channel", None), getattr(row, "card_ts", None))
     if not channel:
         return None
+    if workspace_url and ts:
+        return f"{workspace_url.rstrip('/')}/archives/{channel}/p{str(ts).replace('.', '')}"
     return "https://slack.com/app_redirect?" + urlencode({"channel": channel, **({"team": team} if team else {})})
 
 
@@ -170,6 +175,8 @@ class Dashboard:
     signin: SignIn
     build: Builder = _build
     team: Callable[[], str | None] = lambda: None
+    workspace_url: Callable[[], str | None] = lambda: None
+    """The Slack workspace's address, for links to the cards themselves (``None``: links to their channel)."""
     today: Callable[[], date] | None = None
     """Today's date (tests fix it); ``None``: today in the business-hours zone."""
     cache_seconds: float = CACHE_SECONDS
@@ -295,7 +302,7 @@ class Dashboard:
         filters = [(k, v) for k, v in (("intent", intent), (by, value)) if k and v] + narrowed
         team = self.team()
         return render("conversations.j2", **self._common(user, period), rows=rows, kpi=kpi, label=label,
-                      filters=filters, card=lambda row: card_link(row, team))
+                      filters=filters, card=lambda row: card_link(row, team, self.workspace_url()))
 
     async def conversation(self, request: web.Request, user: User) -> web.Response:
         conversation_id = request.match_info["id"]
@@ -319,7 +326,7 @@ class Dashboard:
         rules = {rule: explain(rule, self.policy) for d in decided for rule in d["rules"] or ()}
         return render("conversation.j2", **self._common(user, period), conversation=dict(found),
                       transcript=transcript, decisions=decided, transitions=moves, drafts=drafted,
-                      reviews=reviewed, rules=rules, card=card_link(found, self.team()))
+                      reviews=reviewed, rules=rules, card=card_link(found, self.team(), self.workspace_url()))
 
 
 NARROWING = ("rule", "severity", "tag", "gap", "draft", "handled", "article")
@@ -406,7 +413,8 @@ def mount(application: Application, web_app: web.Application) -> Dashboard | Non
     def team() -> str | None:
         return config.team or getattr(slack, "team_id", None)
 
-    dashboard = Dashboard(application.store, application.service.policy, SignIn(config, team=team), team=team)
+    dashboard = Dashboard(application.store, application.service.policy, SignIn(config, team=team), team=team,
+                          workspace_url=lambda: getattr(slack, "workspace_url", None))
     dashboard.routes(web_app)
     web_app[DASHBOARD] = dashboard
     log.info("dashboard_on", path="/dashboard", redirect_uri=config.redirect_uri, team=team())
