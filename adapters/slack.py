@@ -103,15 +103,23 @@ class SlackConfig:
     """Route name -> the Slack user group (S...), user or channel id mentioned for it."""
     review_channel: str | None = None
     """Where the QA review queue is posted (``BATON_REVIEW_CHANNEL``); ``None``: the internal channel."""
+    leads_channel: str | None = None
+    """The support leads' channel (``BATON_LEADS_CHANNEL``): autonomy proposals and changes, the weekly digest."""
 
     @property
     def review(self) -> str:
         """The channel of the QA review posts: the review channel, else the internal channel."""
         return self.review_channel or self.internal_channel
 
+    @property
+    def leads(self) -> str:
+        """The channel of autonomy proposals and changes: the leads' channel, else the review channel."""
+        return self.leads_channel or self.review
+
     def __repr__(self) -> str:  # never print the credentials
         return (f"SlackConfig(customer_channels={sorted(self.customer_channels)}, "
                 f"internal_channel={self.internal_channel!r}, review_channel={self.review_channel!r}, "
+                f"leads_channel={self.leads_channel!r}, "
                 f"api_url={self.api_url!r})")
 
     @classmethod
@@ -149,6 +157,12 @@ class SlackConfig:
         elif review is not None and review in settings.customer_channels:
             problems.append(f"BATON_REVIEW_CHANNEL {review} is also a customer channel: review items (the "
                             "customer's words, staff's tags) would be shown to customers")
+        leads = settings.leads_channel
+        if leads is not None and not _CHANNEL_ID.match(leads):
+            problems.append(f"BATON_LEADS_CHANNEL: {leads!r} is not a channel ID (C... or G...)")
+        elif leads is not None and leads in settings.customer_channels:
+            problems.append(f"BATON_LEADS_CHANNEL {leads} is also a customer channel: the leads' figures would be "
+                            "shown to customers")
         groups = route_groups(policy, environ)
         for route, target in groups.items():
             if not _GROUP_ID.match(target):
@@ -163,7 +177,7 @@ class SlackConfig:
                    customer_channels=frozenset(settings.customer_channels), internal_channel=internal,
                    api_url=api_url if api_url.endswith("/") else api_url + "/",
                    app_token=settings.slack_app_token.get_secret_value() if settings.slack_app_token else None,
-                   groups=groups, review_channel=review or None)
+                   groups=groups, review_channel=review or None, leads_channel=leads or None)
 
 
 def route_groups(policy: Policy, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -262,6 +276,13 @@ class SlackAdapter(Platform):
                     f"BATON_REVIEW_CHANNEL {review} is shared with another organisation (Slack Connect): "
                     "review items and staff's tags would reach people outside the company. Use a channel "
                     "with no external members, or leave it unset to use the internal channel.")
+        leads = self.config.leads_channel
+        if leads is not None and leads not in (self.config.internal_channel, review):
+            info = await self._channel(leads, "BATON_LEADS_CHANNEL")
+            if info.get("is_ext_shared") or info.get("is_pending_ext_shared"):
+                raise SlackConfigError(
+                    f"BATON_LEADS_CHANNEL {leads} is shared with another organisation (Slack Connect): the "
+                    "leads' figures would reach people outside the company. Use a channel with no external members.")
         for channel in sorted(self.config.customer_channels):
             info = await self._channel(channel, "BATON_CUSTOMER_CHANNELS")
             if not info.get("is_ext_shared"):
@@ -901,10 +922,11 @@ class SlackAdapter(Platform):
         if action.kind in TO_CUSTOMER:
             found = await self._posted(parcel.id, conversation.channel, thread=conversation.thread)
             return {"ts": found} if found else None
-        if isinstance(action, ReviewItem | AutonomyNotice):  # a new post in the review channel, as a new card
+        if isinstance(action, ReviewItem | AutonomyNotice):  # a new post in its channel, as a new card
+            channel = self.config.leads if isinstance(action, AutonomyNotice) else self.config.review
             since = parcel.created_at.timestamp() - 60 if parcel.created_at else None
-            found = await self._posted(parcel.id, self.config.review, since=since)
-            return {"channel": self.config.review, "ts": found} if found else None
+            found = await self._posted(parcel.id, channel, since=since)
+            return {"channel": channel, "ts": found} if found else None
         if handoff is None or action.kind == "card":
             return None
         if action.kind == "open_handoff" and not handoff.card_ts:
@@ -954,11 +976,11 @@ class SlackAdapter(Platform):
             response = await self._post(channel=conversation.channel, thread_ts=conversation.thread,
                                         text=blocks.escape(action.text), metadata=metadata, **extra)
             return {"ts": response["ts"]}
-        if isinstance(action, AutonomyNotice):  # told to the leads, in the review channel
+        if isinstance(action, AutonomyNotice):  # told to the leads: their channel, else the review channel
             text, shown = blocks.autonomy_notice(action.intent, action.mode, action.previous, action.why,
                                                  confirmed=action.confirmed, figures=action.figures)
-            response = await self._post(channel=self.config.review, text=text, blocks=shown, metadata=metadata)
-            return {"channel": self.config.review, "ts": response["ts"]}
+            response = await self._post(channel=self.config.leads, text=text, blocks=shown, metadata=metadata)
+            return {"channel": self.config.leads, "ts": response["ts"]}
         if isinstance(action, ReviewItem):  # the QA review queue: with or without a handoff
             review = await self.service.store.review(action.review_id) or {
                 "id": action.review_id, "reason": action.reason, "text": action.text}

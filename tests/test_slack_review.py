@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from slack_fake import GROUPS, INTERNAL, SHARED, TOKEN, FakeSlack, Harness
+from slack_fake import GROUPS, INTERNAL, LEADS, SHARED, TOKEN, FakeSlack, Harness
 
 from adapters import slack_blocks as blocks
 from adapters.slack import NOT_STAFF, SlackConfig, SlackConfigError
@@ -198,6 +198,25 @@ async def test_should_have_escalated_demotes_the_intent_and_the_next_answer_wait
     assert len(cards) == 1 and "Draft answer" in text_of(cards[0]["blocks"])
 
 
+async def test_with_a_leads_channel_the_autonomy_notices_go_there(slack: Harness, store: Store):
+    slack.adapter.config = dataclasses.replace(slack.adapter.config, leads_channel=LEADS)
+    _ts, post = await answered(slack)
+    await tag(slack, "U0SAM", post, "should have escalated")
+    await slack.settle()
+    [notice] = slack.fake.messages_in(LEADS)
+    assert notice["text"].startswith("how_to is now draft (was auto)")
+    assert not any("is now draft" in str(m.get("text")) for m in slack.fake.messages_in(REVIEW))
+
+
+def test_the_leads_channel_is_validated(policy: Policy):
+    assert SlackConfig.from_settings(_settings(), policy, environ={}).leads == INTERNAL  # the review channel's
+    assert SlackConfig.from_settings(_settings(BATON_LEADS_CHANNEL=LEADS), policy, environ={}).leads == LEADS
+    with pytest.raises(SlackConfigError, match="BATON_LEADS_CHANNEL: 'leads' is not a channel ID"):
+        SlackConfig.from_settings(_settings(BATON_LEADS_CHANNEL="leads"), policy, environ={})
+    with pytest.raises(SlackConfigError, match=f"BATON_LEADS_CHANNEL {SHARED} is also a customer channel"):
+        SlackConfig.from_settings(_settings(BATON_LEADS_CHANNEL=SHARED), policy, environ={})
+
+
 @pytest.mark.parametrize("value", ["{id}|correct", None])
 async def test_a_tag_from_outside_the_workspace_is_refused(slack: Harness, store: Store, value: str | None):
     _ts, post = await answered(slack)
@@ -294,6 +313,10 @@ async def test_a_review_channel_shared_with_another_organisation_is_refused_at_s
         await running.adapter.setup()
     running.adapter.config = dataclasses.replace(running.adapter.config, review_channel="C0MISSING")
     with pytest.raises(SlackConfigError, match="BATON_REVIEW_CHANNEL: Slack cannot show channel C0MISSING"):
+        await running.adapter.setup()
+    server.channels[LEADS] = {"id": LEADS, "name": "support-leads", "is_ext_shared": True, "is_shared": True}
+    running.adapter.config = dataclasses.replace(running.adapter.config, review_channel=None, leads_channel=LEADS)
+    with pytest.raises(SlackConfigError, match="BATON_LEADS_CHANNEL C0LEADS is shared with another organisation"):
         await running.adapter.setup()
     await running.adapter.stop()
 
