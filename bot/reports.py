@@ -176,8 +176,6 @@ DRILLS: dict[str, Callable[[Row], bool]] = {
     "csat_responses": lambda r: r.csat is not None,
     "escalated": lambda r: r.escalated,
     "reopened": lambda r: r.reopened,
-    "unneeded_escalations": lambda r: UNNEEDED in r.tags and r.escalated,
-    "escalation_wrong": lambda r: r.escalation_wrong,
 }
 """The conversations behind each number: those it counts (a rate's numerator is a subset of these)."""
 
@@ -245,7 +243,7 @@ class Report:
             first += r.first_contact_resolved
             repeat += r.repeat_contact
             breaches += r.sla_breached
-            if r.tags:
+            if r.escalation_judged:
                 judged += 1
                 right += not r.escalation_wrong
                 missed += MISSED in r.tags
